@@ -1,0 +1,6 @@
+"""Models of the suite, all with ``fit(train) -> self`` and ``predict(perturbations) -> DataFrame``."""
+
+from .base import NotFittedError, PerturbationModel
+from .baselines import Additive, MatchingMean, MeanBaseline, NoChange
+
+__all__ = ["Additive", "MatchingMean", "MeanBaseline", "NoChange", "NotFittedError", "PerturbationModel"]
