@@ -124,15 +124,16 @@ def n_targets(perturbations: Iterable[str]) -> np.ndarray:
 def looks_like_counts(X, n_check: int = 2000) -> bool:
     """Whether a matrix holds raw counts rather than log-normalised values.
 
-    Counts are non-negative whole numbers with at least one value above 30 in the
-    cells checked (log1p-normalised data rarely exceeds 10).
+    Counts are non-negative whole numbers, with at least one value of 2 or more in the
+    cells checked. Log-normalised values are practically never all whole numbers; a
+    matrix of only 0 and 1 is ambiguous and treated as not counts (pass ``counts="yes"``).
     """
     sample = X[: min(n_check, X.shape[0])]
     values = sample.data if sp.issparse(sample) else np.asarray(sample).ravel()
     if values.size == 0:
         return False
     values = np.asarray(values, dtype=np.float64)
-    return bool(np.all(values >= 0) and np.all(np.mod(values, 1) == 0) and values.max() > 30)
+    return bool(np.all(values >= 0) and np.all(np.mod(values, 1) == 0) and values.max() >= 2)
 
 
 def log_normalise(counts, target_sum: float = TARGET_SUM) -> sp.csr_matrix:
@@ -242,6 +243,7 @@ def make_canonical(
     -------
     AnnData
         Canonical screen; counts (if any) in ``layers['counts']`` and ``X`` log-normalised.
+        Other ``obs`` columns of the source (e.g. library sizes) are kept unchanged.
     """
     import anndata as ad
 
@@ -272,6 +274,10 @@ def make_canonical(
         if context_key not in adata.obs:
             raise DataError(f"obs has no context column {context_key!r}; columns: {list(adata.obs.columns)}")
         obs["context"] = pd.Categorical(adata.obs[context_key].astype(str).to_numpy())
+    reserved = {"perturbation", "n_targets", "batch", "context", perturbation_key, batch_key, context_key}
+    for col in adata.obs.columns:
+        if col not in reserved:
+            obs[col] = adata.obs[col].to_numpy()
     if gene_symbol_key is not None:
         if gene_symbol_key not in adata.var:
             raise DataError(f"var has no gene-symbol column {gene_symbol_key!r}; columns: {list(adata.var.columns)}")

@@ -22,6 +22,20 @@ def _group_indicator(codes: np.ndarray, n_groups: int, weights: np.ndarray | Non
     return sp.csr_matrix((data, (codes, np.arange(n))), shape=(n_groups, n))
 
 
+def _group_sums(X, codes: np.ndarray, n_groups: int, chunk: int = 20_000) -> np.ndarray:
+    """Dense groups x genes sums of the rows of ``X``, in float64, a block of rows at a time.
+
+    Blocks bound the memory of the float64 copy that the sparse product makes of ``X``.
+    """
+    out = np.zeros((n_groups, X.shape[1]))
+    for start in range(0, X.shape[0], chunk):
+        stop = min(start + chunk, X.shape[0])
+        ind = _group_indicator(codes[start:stop], n_groups)
+        part = ind @ X[start:stop]
+        out += part.toarray() if sp.issparse(part) else np.asarray(part)
+    return out
+
+
 def is_pseudobulk(adata) -> bool:
     """Whether ``adata`` is already a pseudobulk object made by :func:`pseudobulk`."""
     return bool(adata.uns.get("pseudobulk", {}).get("is_pseudobulk", False))
@@ -70,21 +84,23 @@ def pseudobulk(adata, batch_key: str | None = None, layer: str | None = None, gr
     n_cells = np.bincount(codes, minlength=len(labels))
 
     if batch_key is None:
-        ind = _group_indicator(codes, len(labels), 1.0 / n_cells[codes])
-        means = ind @ X
+        means = _group_sums(X, codes, len(labels)) / n_cells[:, None]
         n_batches = None
     else:
         if batch_key not in adata.obs:
             raise DataError(f"obs has no batch column {batch_key!r}; pass batch_key=None to ignore batches.")
-        batches = pd.Categorical(adata.obs[batch_key].astype(str).to_numpy()).codes.astype(np.int64)
-        pair = codes * (batches.max() + 1) + batches
-        pair_ids, pair_codes = np.unique(pair, return_inverse=True)
-        pair_sizes = np.bincount(pair_codes)
-        batch_means = _group_indicator(pair_codes, len(pair_ids), 1.0 / pair_sizes[pair_codes]) @ X
-        pair_group = pair_ids // (batches.max() + 1)
-        n_batches = np.bincount(pair_group, minlength=len(labels))
-        means = _group_indicator(pair_group, len(labels), 1.0 / n_batches[pair_group]) @ batch_means
-    means = means.toarray() if sp.issparse(means) else np.asarray(means)
+        batches = pd.Categorical(adata.obs[batch_key].astype(str).to_numpy()).codes
+        means = np.zeros((len(labels), X.shape[1]))
+        n_batches = np.zeros(len(labels), dtype=np.int64)
+        # one batch at a time: memory stays at two perturbations x genes tables
+        for b in np.unique(batches):
+            rows = np.flatnonzero(batches == b)
+            counts = np.bincount(codes[rows], minlength=len(labels))
+            present = counts > 0
+            sums = _group_sums(X[rows], codes[rows], len(labels))
+            means[present] += sums[present] / counts[present, None]
+            n_batches += present
+        means /= n_batches[:, None]
 
     obs = pd.DataFrame(index=pd.Index(labels.astype(str), name=groupby))
     obs["n_cells"] = n_cells

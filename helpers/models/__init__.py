@@ -2,5 +2,15 @@
 
 from .base import NotFittedError, PerturbationModel
 from .baselines import Additive, MatchingMean, MeanBaseline, NoChange
+from .external import PredictionsFile, read_predictions
 
-__all__ = ["Additive", "MatchingMean", "MeanBaseline", "NoChange", "NotFittedError", "PerturbationModel"]
+__all__ = [
+    "Additive",
+    "MatchingMean",
+    "MeanBaseline",
+    "NoChange",
+    "NotFittedError",
+    "PerturbationModel",
+    "PredictionsFile",
+    "read_predictions",
+]
