@@ -1,0 +1,1 @@
+"""Statistical building blocks (local false discovery rates, bootstrap intervals), one module each."""
