@@ -124,9 +124,9 @@ def run_notebook(name: str, parameters: dict | None = None, out_dir: str | Path 
     return RunResult(name, time.perf_counter() - start, target)
 
 
-def toc_notebooks() -> list[str]:
-    """Names of the notebooks that the book's table of contents includes, in order."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+def toc_files(root: Path = ROOT) -> list[str]:
+    """Every page of the table of contents (paths without suffix, relative to the book root), in order."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
     files = []
 
     def walk(node):
@@ -142,8 +142,13 @@ def toc_notebooks() -> list[str]:
                 walk(item)
 
     walk(toc)
+    return files
+
+
+def toc_notebooks() -> list[str]:
+    """Names of the notebooks that the book's table of contents includes, in order."""
     names = []
-    for f in files:
+    for f in toc_files():
         stem = Path(f).stem
         if (NOTEBOOK_DIR / f"{stem}.ipynb").exists() and stem not in names:
             names.append(stem)
@@ -159,6 +164,7 @@ def _run_in_subprocess(name: str, out_dir: Path, threads: int) -> tuple[str, flo
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
+    env["TQDM_DISABLE"] = "1"  # progress bars are for interactive runs; in the book they are noise
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "helpers", "run", name, "--out", str(out_dir)],
@@ -191,12 +197,15 @@ def execute_all(out_dir: Path = BOOK_DIR, jobs: int = 2) -> list[tuple[str, floa
     return results
 
 
-def build_html() -> Path:
-    """Run ``jupyter-book build`` on the project root and return the index page."""
+def build_html(root: Path = ROOT) -> Path:
+    """Run ``jupyter-book build`` on a book folder (default: the project) and return the index page.
+
+    Warnings are errors: a broken reference or a missing page fails the build.
+    """
     exe = Path(sys.executable).parent / "jupyter-book"
-    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(ROOT), "--warningiserror", "--keep-going"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(root), "--warningiserror", "--keep-going"]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
         raise NotebookFailed(f"jupyter-book build failed:\n{tail}")
-    return ROOT / "_build" / "html" / "index.html"
+    return root / "_build" / "html" / "index.html"

@@ -1,0 +1,133 @@
+"""The main job, checked end to end: every notebook runs, reruns identically, and the book reads well.
+
+One session-scoped run executes every notebook of the table of contents on its default
+parameters (as ``make book`` does) into a temporary copy of the book and builds the HTML.
+Then:
+
+* every benchmark notebook has written a valid tidy results table;
+* nbval re-executes the executed notebooks and compares every output (timings and paths
+  sanitised, see ``nbval_sanitize.cfg``) — the second run of the main job — and the results
+  tables of the two runs are byte-identical;
+* headless Chromium opens every page of the table of contents and checks it loads, shows
+  its figures, and contains no traceback or error output.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers.results import check_results
+from helpers.runner import NOTEBOOK_DIR, ROOT, build_html, execute_all, toc_files, toc_notebooks
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def _benchmark_notebooks() -> list[str]:
+    return [n for n in toc_notebooks() if "write_results(" in (NOTEBOOK_DIR / f"{n}.ipynb").read_text()]
+
+
+@pytest.fixture(scope="session")
+def book_run(tmp_path_factory):
+    """Execute every notebook into a copy of the book and build it; returns the copy's root."""
+    root = tmp_path_factory.mktemp("book")
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(ROOT / name, root / name)
+    shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("*.ipynb", "*.results.csv", "_timings.json"))
+    results = execute_all(root / "book", jobs=2)
+    failures = [f"{name}: {error}" for name, _, error in results if error]
+    index = build_html(root) if not failures else None
+    return {"root": root, "failures": failures, "index": index}
+
+
+def test_every_notebook_executes_and_the_book_builds(book_run):
+    assert not book_run["failures"], "\n".join(book_run["failures"])
+    assert book_run["index"].exists()
+
+
+def test_benchmark_notebooks_write_tidy_results(book_run):
+    names = _benchmark_notebooks()
+    assert names, "no benchmark notebook found in the table of contents"
+    for name in names:
+        path = book_run["root"] / "book" / f"{name}.results.csv"
+        assert path.exists(), f"{name} wrote no {path.name}"
+        import pandas as pd
+
+        check_results(pd.read_csv(path))
+
+
+@pytest.fixture(scope="session")
+def second_run(book_run, tmp_path_factory):
+    """nbval: re-execute the executed notebooks in a fresh folder and compare all outputs."""
+    folder = tmp_path_factory.mktemp("rerun")
+    for name in toc_notebooks():
+        shutil.copy(book_run["root"] / "book" / f"{name}.ipynb", folder / f"{name}.ipynb")
+    env = dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    cmd = [
+        sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "--nbval-cell-timeout=900",
+        "--nbval-sanitize-with", str(Path(__file__).parent / "nbval_sanitize.cfg"),
+        "-p", "no:cacheprovider", "-o", "addopts=", "-n", "2", "--dist", "loadfile", "-q", str(folder),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=folder)
+    return {"folder": folder, "proc": proc}
+
+
+def test_executed_notebooks_validate_with_nbval(second_run):
+    proc = second_run["proc"]
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+
+
+def test_same_parameters_give_identical_results_tables(book_run, second_run):
+    for name in _benchmark_notebooks():
+        first = (book_run["root"] / "book" / f"{name}.results.csv").read_bytes()
+        second = (second_run["folder"] / f"{name}.results.csv").read_bytes()
+        assert first == second, f"{name}.results.csv differs between two runs with the same parameters"
+
+
+def test_every_page_loads_with_its_figures_and_no_errors(book_run):
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed; `make test` installs it (make test-deps)")
+    from playwright.sync_api import sync_playwright
+
+    html = book_run["root"] / "_build" / "html"
+    problems = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"],
+        )
+        page = browser.new_page()
+        for doc in toc_files(book_run["root"]):
+            path = html / f"{doc}.html"
+            if not path.exists():
+                problems.append(f"{doc}: page missing")
+                continue
+            page.goto(path.as_uri())
+            page.wait_for_load_state("load")
+            text = page.inner_text("main")
+            if len(text.strip()) < 200:
+                problems.append(f"{doc}: page has almost no text")
+            if "Traceback (most recent call last)" in text:
+                problems.append(f"{doc}: shows a Python traceback")
+            errors = page.eval_on_selector_all(".output.error, .output.traceback, .output.stderr", "els => els.map(e => e.innerText.slice(0, 200))")
+            if errors:
+                problems.append(f"{doc}: error or stderr output: {errors[:2]}")
+            images = page.evaluate("Array.from(document.querySelectorAll('main img')).map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])")
+            broken = [src for src, ok in images if not ok]
+            if broken:
+                problems.append(f"{doc}: figures do not load: {broken[:3]}")
+            notebook = book_run["root"] / f"{doc}.ipynb"
+            if notebook.exists():
+                expected = notebook.read_text().count('"image/png"')
+                if len(images) < expected:
+                    problems.append(f"{doc}: {expected} figures in the notebook, {len(images)} on the page")
+        browser.close()
+    assert not problems, "\n".join(problems)
