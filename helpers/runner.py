@@ -65,9 +65,21 @@ def notebook_path(name: str) -> Path:
 
 def notebook_parameters(name: str) -> dict:
     """Default parameters of a notebook (from its ``parameters`` cell)."""
+    return {k: v["default"] for k, v in _inspect(name).items()}
+
+
+def _inspect(name: str) -> dict:
     import papermill as pm
 
-    return {k: v["default"] for k, v in pm.inspect_notebook(str(notebook_path(name))).items()}
+    return pm.inspect_notebook(str(notebook_path(name)))
+
+
+def parameter_table(name: str):
+    """A notebook's parameters as a table: name, default (as written) and the comment beside it."""
+    import pandas as pd
+
+    rows = [{"parameter": k, "default": v["default"], "meaning": v.get("help", "")} for k, v in _inspect(name).items() if k != "output_dir"]
+    return pd.DataFrame(rows, columns=["parameter", "default", "meaning"])
 
 
 def _absolutise(value):
@@ -193,7 +205,9 @@ def execute_all(out_dir: Path = BOOK_DIR, jobs: int = 2) -> list[tuple[str, floa
                 status = "ok" if error is None else "FAILED"
                 print(f"  {name:<28} {seconds:7.1f} s  {status}", flush=True)
                 results.append((name, seconds, error))
-    (out_dir / TIMINGS_FILE).write_text(json.dumps({n: round(s, 1) for n, s, _ in results}, indent=2))
+        # written after each phase so that the notebooks of the last phase can show the others' times
+        timings = {"jobs": jobs, "notebooks": {n: round(s, 1) for n, s, _ in results}}
+        (out_dir / TIMINGS_FILE).write_text(json.dumps(timings, indent=2))
     return results
 
 
