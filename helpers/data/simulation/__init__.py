@@ -1,0 +1,1 @@
+"""Implementation of the screen simulator; the public entry point is :mod:`helpers.data.simulate`."""
