@@ -9,10 +9,12 @@ executes every notebook of the table of contents and builds the HTML.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -91,6 +93,37 @@ def _absolutise(value):
     return value
 
 
+#: Lines the kernel process prints on every start that say nothing about the notebook.
+_KERNEL_NOISE = ("Kernel is running over TCP without encryption",)
+
+
+@contextlib.contextmanager
+def _quiet_kernel_stderr():
+    """Hide the kernel's start-up warnings, pass everything else on.
+
+    The kernel process inherits file descriptor 2, so fd 2 goes to a temporary file while
+    the notebook runs; Python's own ``sys.stderr`` (papermill's progress bar) keeps writing
+    to the terminal through a duplicate of the original descriptor.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    original = sys.stderr
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1)
+        try:
+            yield
+        finally:
+            sys.stderr.close()
+            sys.stderr = original
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            for line in tmp.read().decode(errors="replace").splitlines():
+                if not any(noise in line for noise in _KERNEL_NOISE):
+                    print(line, file=sys.stderr)
+
+
 def run_notebook(name: str, parameters: dict | None = None, out_dir: str | Path | None = None, progress: bool = False) -> RunResult:
     """Execute ``notebooks/NAME.ipynb`` into ``out_dir`` with papermill.
 
@@ -114,16 +147,17 @@ def run_notebook(name: str, parameters: dict | None = None, out_dir: str | Path 
     target = out_dir / f"{name}.ipynb"
     start = time.perf_counter()
     try:
-        pm.execute_notebook(
-            str(source),
-            str(target),
-            parameters=parameters,
-            cwd=str(out_dir),
-            kernel_name="python3",
-            progress_bar=progress,
-            log_output=False,
-            request_save_on_cell_execute=False,
-        )
+        with _quiet_kernel_stderr():
+            pm.execute_notebook(
+                str(source),
+                str(target),
+                parameters=parameters,
+                cwd=str(out_dir),
+                kernel_name="python3",
+                progress_bar=progress,
+                log_output=False,
+                request_save_on_cell_execute=False,
+            )
     except pm.PapermillExecutionError as err:
         first = next((line.strip() for line in str(err.source).splitlines() if line.strip()), "")
         evalue = " ".join(str(err.evalue).split())
@@ -133,7 +167,22 @@ def run_notebook(name: str, parameters: dict | None = None, out_dir: str | Path 
         ) from None
     except Exception as err:  # kernel died, timeout, ...
         raise NotebookFailed(f"notebook {name!r} could not be executed: {type(err).__name__}: {err}") from None
+    _hide_injected_parameters_if_asked(target)
     return RunResult(name, time.perf_counter() - start, target)
+
+
+def _hide_injected_parameters_if_asked(path: Path) -> None:
+    """Reference pages hide their parameters cell (tag ``remove-cell``); hide papermill's copy too."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    tags = [set(c.metadata.get("tags", [])) for c in nb.cells]
+    if not any({"parameters", "remove-cell"} <= t for t in tags):
+        return
+    for cell, t in zip(nb.cells, tags):
+        if "injected-parameters" in t and "remove-cell" not in t:
+            cell.metadata["tags"] = sorted(t | {"remove-cell"})
+    nbformat.write(nb, path)
 
 
 def toc_files(root: Path = ROOT) -> list[str]:

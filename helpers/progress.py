@@ -1,0 +1,17 @@
+"""Progress bars for long loops, the same in a terminal, a notebook and the book.
+
+Text bars (``tqdm.std``) rather than ``tqdm.auto``: the widget bars of ``tqdm.auto`` need
+ipywidgets, warn at import without it, and cannot be rendered in the static book. The book
+build sets ``TQDM_DISABLE=1`` (tqdm reads it), so executed chapters carry no progress output.
+"""
+
+from __future__ import annotations
+
+from tqdm.std import tqdm
+
+
+def progress(iterable=None, **kwargs):
+    """``tqdm`` with the suite's defaults (``leave=False``, ``mininterval=0.5``); kwargs override."""
+    options = {"leave": False, "mininterval": 0.5, "dynamic_ncols": True}
+    options.update(kwargs)
+    return tqdm(iterable, **options)
