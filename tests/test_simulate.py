@@ -52,8 +52,14 @@ def test_screen_is_canonical_with_counts_and_truth():
     assert adata.X.dtype == np.float32 and sp.isspmatrix_csr(adata.X)
     counts = adata.layers["counts"]
     assert np.all(counts.data == np.round(counts.data)) and counts.data.min() >= 1
-    # X is log1p of counts normalised to 1e4 per cell, computed by an independent route
-    np.testing.assert_allclose(adata.X.toarray(), log_normalise(counts).toarray(), rtol=1e-5, atol=1e-6)
+    # X is log1p of counts normalised to 1e4 per cell's transcriptome library (obs['ncounts'])
+    ncounts = adata.obs["ncounts"].to_numpy()
+    assert np.all(ncounts >= np.asarray(counts.sum(axis=1)).ravel())
+    expected = np.log1p(counts.toarray() * 1e4 / ncounts[:, None])
+    np.testing.assert_allclose(adata.X.toarray(), expected, rtol=1e-5, atol=1e-6)
+    # with panel normalisation it is exactly log_normalise of the counts, computed by an independent route
+    panel = simulate_screen(small(normalisation="panel"), seed=1)
+    np.testing.assert_allclose(panel.X.toarray(), log_normalise(panel.layers["counts"]).toarray(), rtol=1e-5, atol=1e-6)
     truth = true_changes(adata)
     assert truth.shape == (20, 300)
     assert list(truth.columns) == list(adata.var_names)
@@ -165,7 +171,7 @@ def test_truth_is_not_the_log_mean_shift():
     assert np.median(np.abs(truth[low]) / np.abs(shift[low])) < 0.5
     high = (ctrl > 5) & (np.abs(shift) > 0.05)
     assert high.sum() > 5
-    assert np.median(np.abs(truth[high]) / np.abs(shift[high])) > 0.8
+    assert np.median(np.abs(truth[high]) / np.abs(shift[high])) > 0.7
 
 
 # ----------------------------------------------------------------------------- biology

@@ -146,8 +146,8 @@ class Preset:
 
 # The essential-gene biology (K562, RPE1, Adamson, essential_like). Small: 2,000 genes, 20
 # programs of 40 genes; full: 5,000 genes, 40 programs of 50 genes.
-_ESSENTIAL_SMALL = dict(n_genes=2000, n_programs=20, program_size=40, biology_seed=ESSENTIAL_BIOLOGY_SEED)
-_ESSENTIAL_FULL = dict(n_genes=5000, n_programs=40, program_size=50, biology_seed=ESSENTIAL_BIOLOGY_SEED)
+_ESSENTIAL_SMALL = dict(n_genes=2000, n_programs=20, program_size=40, effect_size_median=0.8, biology_seed=ESSENTIAL_BIOLOGY_SEED)
+_ESSENTIAL_FULL = dict(n_genes=5000, n_programs=40, program_size=50, effect_size_median=0.8, biology_seed=ESSENTIAL_BIOLOGY_SEED)
 
 #: Cell-line contexts. Their signal-to-noise differs on purpose (what the progress bars show):
 #: K562 moderate; HepG2 larger effects but fewer UMIs; Jurkat small effects, few UMIs and noisier
@@ -155,7 +155,7 @@ _ESSENTIAL_FULL = dict(n_genes=5000, n_programs=40, program_size=50, biology_see
 K562 = ContextParams("K562_like", effect_scale=1.0, similarity=0.8, systematic_strength=0.07, idiosyncratic_scale=1.0)
 HEPG2 = ContextParams("HepG2_like", effect_scale=1.2, similarity=0.7, systematic_strength=0.12, library_scale=0.8, idiosyncratic_scale=1.2)
 JURKAT = ContextParams("Jurkat_like", effect_scale=0.6, similarity=0.75, systematic_strength=0.07, library_scale=0.6, dispersion_scale=1.3)
-RPE1 = ContextParams("RPE1_like", effect_scale=1.5, similarity=0.6, systematic_strength=0.2, idiosyncratic_scale=1.5)
+RPE1 = ContextParams("RPE1_like", effect_scale=1.5, similarity=0.6, systematic_strength=0.24, idiosyncratic_scale=1.5)
 
 
 def _essential(contexts, n_singles, small: bool, **extra) -> SimulationParams:
@@ -168,8 +168,8 @@ def _ctx(base: ContextParams, cells: int, controls: int, **kw) -> ContextParams:
 
 
 def _norman(small: bool) -> SimulationParams:
-    ctx = ContextParams("K562_CRISPRa_like", effect_scale=1.0, similarity=1.0, systematic_strength=0.13,
-                        cells_per_perturbation=50 if small else 320, n_control_cells=1500 if small else 11000)
+    ctx = ContextParams("K562_CRISPRa_like", effect_scale=1.0, similarity=1.0, systematic_strength=0.1,
+                        cells_per_perturbation=60 if small else 320, n_control_cells=1500 if small else 11000)
     return SimulationParams(
         name="norman_like_small" if small else "norman_like_full",
         modality="CRISPRa",
@@ -181,7 +181,7 @@ def _norman(small: bool) -> SimulationParams:
         program_size=40,
         biology_seed=NORMAN_BIOLOGY_SEED,
         no_phenotype_share=0.25,
-        effect_size_median=0.35,
+        effect_size_median=1.0,
     )
 
 

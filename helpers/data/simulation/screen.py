@@ -131,6 +131,11 @@ class SimulationParams:
         :func:`interaction_labels`).
     Counts
         ``panel_min_mean``: the panel keeps genes with at least this many UMIs per cell;
+        ``normalisation``: ``"transcriptome"`` (default) normalises ``X`` by each cell's library
+        over the whole simulated transcriptome (``obs['ncounts']``: the measured genes' UMIs plus
+        the expected UMIs of the unmeasured rest), as in the published GEARS and Norman files
+        that were normalised before genes were selected; ``"panel"`` normalises over the
+        measured genes only, i.e. ``X = log_normalise(layers['counts'])``;
         ``calibration``: count-model constants (:data:`DEFAULT_CALIBRATION`).
     Seeds
         ``biology_seed`` draws genes, programs, targets and effects (``None`` = the screen's
@@ -177,6 +182,7 @@ class SimulationParams:
     interaction_min_change: float = 0.1
     interaction_types: dict = field(default_factory=_default_interaction_types)
     panel_min_mean: float = 0.05
+    normalisation: str = "transcriptome"
     biology_seed: int | None = None
     calibration: Calibration = DEFAULT_CALIBRATION
 
@@ -232,6 +238,8 @@ class SimulationParams:
         return out
 
     def validate(self) -> None:
+        if self.normalisation not in ("transcriptome", "panel"):
+            raise ValueError(f"normalisation must be 'transcriptome' or 'panel', not {self.normalisation!r}")
         if self.modality not in ("CRISPRi", "CRISPRa"):
             raise ValueError(f"modality must be 'CRISPRi' or 'CRISPRa', not {self.modality!r}")
         if not self.contexts:
@@ -345,6 +353,10 @@ class _ContextTruth:
     pert_means: np.ndarray  # perturbations x genes
     perturbations: list[str]
     batch_factor: np.ndarray  # batches x genes
+    batch_library: np.ndarray  # library-size factor of each batch (included in batch_factor)
+    library_mean: float  # mean transcriptome UMIs per cell
+    remainder: np.ndarray  # expected UMIs of unmeasured genes per batch (0 with panel normalisation)
+    rest: float
     dispersion_index: np.ndarray
     changes: np.ndarray  # perturbations x genes (X units)
     systematic: np.ndarray  # genes (X units)
@@ -353,14 +365,20 @@ class _ContextTruth:
     interactions: pd.DataFrame
 
 
-def _kappas(means: np.ndarray, batch_factor: np.ndarray) -> np.ndarray:
-    """``κ = 1e4 / T`` per (row, batch): ``T = Σ_g mean_g · B_bg``, the expected panel total."""
-    return TARGET_SUM / (means @ batch_factor.T)
+def _kappas(means: np.ndarray, batch_factor: np.ndarray, remainder: np.ndarray) -> np.ndarray:
+    """``κ = 1e4 / (R_b + T)`` per (row, batch).
+
+    ``T = Σ_g mean_g · B_bg`` is the expected total of the measured genes at the average library
+    size and ``R_b`` the expected UMIs of the unmeasured rest of the transcriptome (0 when ``X``
+    is normalised over the measured genes only).
+    """
+    return TARGET_SUM / (np.asarray(remainder)[None, :] + means @ batch_factor.T)
 
 
-def _batched_values(table: ExpectedLogTable, gtab: np.ndarray, means: np.ndarray, batch_factor: np.ndarray) -> np.ndarray:
+def _batched_values(table: ExpectedLogTable, gtab: np.ndarray, means: np.ndarray, batch_factor: np.ndarray,
+                    remainder: np.ndarray) -> np.ndarray:
     """Batch-averaged ``F`` of every row of ``means`` (cells equally likely in each batch)."""
-    kap = _kappas(means, batch_factor)
+    kap = _kappas(means, batch_factor, remainder)
     out = np.zeros(means.shape)
     for b in range(batch_factor.shape[0]):
         for start in range(0, means.shape[0], 256):
@@ -383,8 +401,9 @@ def _context_means(bio: Biology, p: SimulationParams, ci: int, ctx: ContextParam
     didx = snap_dispersion(bio.dispersion * ctx.dispersion_scale)
 
     rng_b = rng_for(seed, _STREAM_BATCH, ci)
-    batch_factor = np.exp(rng_b.normal(0.0, p.batch_sd, (p.n_batches, bio.n_genes))
-                          + rng_b.normal(0.0, p.batch_library_sd, (p.n_batches, 1)))
+    gene_batch = rng_b.normal(0.0, p.batch_sd, (p.n_batches, bio.n_genes))
+    batch_library = np.exp(rng_b.normal(0.0, p.batch_library_sd, p.n_batches))
+    batch_factor = np.exp(gene_batch) * batch_library[:, None]
 
     sys_shift = ctx.systematic_strength * cbio.systematic
     log_shift = eff["specific"] + eff["gamma"][:, None] * sys_shift[None, :]
@@ -393,9 +412,14 @@ def _context_means(bio: Biology, p: SimulationParams, ci: int, ctx: ContextParam
     m_sys = m_c * np.exp(mean_gamma * sys_shift)
 
     all_means = np.vstack([m_c[None, :], m_s, m_sys[None, :]])
-    kap = np.concatenate([_kappas(all_means, batch_factor).ravel(), TARGET_SUM / all_means.sum(axis=1)])
+    share = min(1.0, float(m_c.sum() / library_mean))  # the panel's share of the transcriptome
+    rest = library_mean * (1.0 - share) if p.normalisation == "transcriptome" else 0.0
+    remainder = rest * batch_library
+    kap = np.concatenate([_kappas(all_means, batch_factor, remainder).ravel(),
+                          _kappas(all_means, np.ones((1, bio.n_genes)), np.array([rest])).ravel()])
     mu_max = float((all_means.max(axis=0) * batch_factor.max(axis=0)).max())
     return dict(ctx=ctx, singles=singles, pairs=pairs, eff=eff, m_c=m_c, m_s=m_s, didx=didx, batch_factor=batch_factor,
+                batch_library=batch_library, library_mean=library_mean, remainder=remainder, rest=rest,
                 sys_shift=sys_shift, mean_gamma=mean_gamma, all_means=all_means, kappa_range=(kap.min(), kap.max()), mu_max=mu_max)
 
 
@@ -417,7 +441,7 @@ def _context_truth(bio: Biology, p: SimulationParams, state: dict, table: Expect
     sys_shift, mean_gamma, all_means = state["sys_shift"], state["mean_gamma"], state["all_means"]
     gtab = table.gene_tables(didx)
 
-    f_all = _batched_values(table, gtab, all_means, batch_factor)
+    f_all = _batched_values(table, gtab, all_means, batch_factor, state["remainder"])
     ctrl_value = f_all[0]
     changes_s = f_all[1:-1] - ctrl_value
     systematic = f_all[-1] - ctrl_value
@@ -443,7 +467,7 @@ def _context_truth(bio: Biology, p: SimulationParams, state: dict, table: Expect
     inter_rows = []
     if pairs:
         ref = np.ones((1, bio.n_genes))
-        f_ref = _batched_values(table, gtab, np.vstack([m_c[None, :], m_s]), ref)
+        f_ref = _batched_values(table, gtab, np.vstack([m_c[None, :], m_s]), ref, np.array([state["rest"]]))
         ref_ctrl, ref_change = f_ref[0], f_ref[1:] - f_ref[0]
         d_records = []
         for d, (a, b) in enumerate(pairs):
@@ -480,7 +504,7 @@ def _context_truth(bio: Biology, p: SimulationParams, state: dict, table: Expect
             # couples genes, so the forward truth below differs from the target by a small,
             # nearly uniform compositional shift (listed if it exceeds the label tolerance)
             log_add = np.log(m_s[index_of[a]]) + np.log(m_s[index_of[b]]) - np.log(m_c)
-            kappa = TARGET_SUM / np.exp(log_add).sum()
+            kappa = TARGET_SUM / (state["rest"] + np.exp(log_add).sum())
             m = table.invert(table.at_kappa(gtab, kappa), level)
             m_d[d] = m
             d_records.append({"perturbation": name, "n_targets": 2, "targets": name,
@@ -489,13 +513,13 @@ def _context_truth(bio: Biology, p: SimulationParams, state: dict, table: Expect
                               "strength": np.nan, "no_phenotype": False, "self_log_shift": np.nan, "knockdown_escape": False,
                               "systematic_weight": np.nan, "interacting": bool(interacting)})
             inter_rows.append((name, a, b, designed, kind, floor, saturated))
-        kap_d = _kappas(m_d, batch_factor)
+        kap_d = _kappas(m_d, batch_factor, state["remainder"])
         lo, hi = np.exp(table.ln_kappa[0]), np.exp(table.ln_kappa[-1])
         if kap_d.min() < lo or kap_d.max() > hi:  # rare: a double moved the library a lot
             table = ExpectedLogTable(np.unique(didx), (min(lo, kap_d.min() / 1.05), max(hi, kap_d.max() * 1.05)),
                                      p.calibration.library_log_sd, mu_max=np.exp(table.ln_mu[-1]) / 1.05)
             gtab = table.gene_tables(didx)
-        changes_d = _batched_values(table, gtab, m_d, batch_factor) - ctrl_value
+        changes_d = _batched_values(table, gtab, m_d, batch_factor, state["remainder"]) - ctrl_value
         rec = pd.concat([rec, pd.DataFrame(d_records)], ignore_index=True)
 
     # interaction labels from the final (batch-averaged) truth
@@ -528,6 +552,10 @@ def _context_truth(bio: Biology, p: SimulationParams, state: dict, table: Expect
         pert_means=np.vstack([m_s, m_d]) if pairs else m_s,
         perturbations=names_all,
         batch_factor=batch_factor,
+        batch_library=state["batch_library"],
+        library_mean=state["library_mean"],
+        remainder=state["remainder"],
+        rest=state["rest"],
         dispersion_index=didx,
         changes=np.vstack([changes_s, changes_d]) if pairs else changes_s,
         systematic=systematic,
@@ -547,7 +575,10 @@ def _cells_of_group(rng, n_cells: int, means: np.ndarray, truth: _ContextTruth, 
     ell = np.exp(rng.normal(-0.5 * sd**2, sd, n_cells))
     block_means = means[None, :] * truth.batch_factor[batches]
     counts = sample_block(rng, ell, block_means, DISPERSION_GRID[truth.dispersion_index])
-    return counts, batches
+    # library size over the whole simulated transcriptome, like obs['ncounts'] of real files: the
+    # measured genes' UMIs plus the expected UMIs of the unmeasured rest (scaled by the cell's ℓ)
+    ncounts = np.rint(ell * truth.rest * truth.batch_library[batches]) + np.asarray(counts.sum(axis=1)).ravel()
+    return counts, batches, ncounts
 
 
 def _n_cells(rng, mean_cells: int, p: SimulationParams) -> int:
@@ -557,9 +588,9 @@ def _n_cells(rng, mean_cells: int, p: SimulationParams) -> int:
     return int(max(p.min_cells, round(mean_cells * rng.lognormal(-0.5 * s * s, s))))
 
 
-def _log_normalise_data(counts: sp.csr_matrix) -> np.ndarray:
-    """``log1p(c · 1e4 / cell total)`` for the stored entries of a CSR block (float32)."""
-    totals = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
+def _log_normalise_data(counts: sp.csr_matrix, totals: np.ndarray) -> np.ndarray:
+    """``log1p(c · 1e4 / total)`` for the stored entries of a CSR block (float32)."""
+    totals = np.asarray(totals, dtype=np.float64)
     scale = np.divide(TARGET_SUM, totals, out=np.zeros_like(totals), where=totals > 0).astype(np.float32)
     return np.log1p(counts.data * np.repeat(scale, np.diff(counts.indptr)))
 
@@ -629,9 +660,11 @@ def simulate_screen(params: SimulationParams, seed: int = 0, n_jobs: int | None 
     -------
     AnnData
         Canonical screen (``helpers.data.canonical.validate`` passes): ``obs['perturbation']``,
-        ``obs['n_targets']``, ``obs['batch']`` (gem group) and ``obs['context']`` when there are
-        several contexts; ``X`` = log1p of counts normalised to 1e4 per cell (float32 CSR);
-        ``layers['counts']`` the UMI counts; ``var`` has the gene's program, mean and dispersion.
+        ``obs['n_targets']``, ``obs['batch']`` (gem group), ``obs['context']`` when there are
+        several contexts, and ``obs['ncounts']`` (the cell's library size over the whole simulated
+        transcriptome, like the real files' column; the measured genes hold a share of it);
+        ``X = log1p(counts · 1e4 / ncounts)`` (float32 CSR; with ``normalisation="panel"``,
+        ``log_normalise(counts)``); ``layers['counts']`` the UMI counts; ``var`` has the gene's program, mean and dispersion.
         The ground truth is in ``uns['simulation']``; read it with :func:`true_changes`,
         :func:`systematic_component`, :func:`interaction_labels` and :func:`perturbation_truth`.
     """
@@ -665,8 +698,8 @@ def simulate_screen(params: SimulationParams, seed: int = 0, n_jobs: int | None 
         kind = {"control": 0, "single": 1, "double": 2}[key[0]]
         rng = rng_for(seed, _STREAM_CELLS, ci, kind, key[1])
         n_cells = n_fixed if n_fixed is not None else _n_cells(rng, p.contexts[ci].cells_per_perturbation, p)
-        counts, batches = _cells_of_group(rng, n_cells, means, truths[ci], p)
-        return counts, _log_normalise_data(counts), batches
+        counts, batches, ncounts = _cells_of_group(rng, n_cells, means, truths[ci], p)
+        return counts, _log_normalise_data(counts, ncounts), batches, ncounts
 
     # expected non-zeros, to preallocate (an overestimate: detection is concave in the mean)
     estimate = 0
@@ -682,19 +715,20 @@ def simulate_screen(params: SimulationParams, seed: int = 0, n_jobs: int | None 
 
         bar = tqdm(total=len(groups), desc=f"simulating {p.name}", unit="block")
     with ThreadPoolExecutor(_n_jobs(n_jobs)) as pool:
-        for group, (counts, x_data, batches) in zip(groups, pool.map(make, groups)):
+        for group, (counts, x_data, batches, ncounts) in zip(groups, pool.map(make, groups)):
             ci = group[0]
             assembler.add(counts, x_data)
-            obs_parts.append((ci, group[1], batches))
+            obs_parts.append((ci, group[1], batches, ncounts))
             if bar is not None:
                 bar.update()
     if bar is not None:
         bar.close()
     X, counts = assembler.finish()
 
-    ctx_codes = np.concatenate([np.full(b.size, ci) for ci, _, b in obs_parts])
-    pert = np.concatenate([np.full(b.size, name, dtype=object) for _, name, b in obs_parts])
-    batch = np.concatenate([b for _, _, b in obs_parts])
+    ctx_codes = np.concatenate([np.full(b.size, ci) for ci, _, b, _ in obs_parts])
+    pert = np.concatenate([np.full(b.size, name, dtype=object) for _, name, b, _ in obs_parts])
+    batch = np.concatenate([b for _, _, b, _ in obs_parts])
+    ncounts = np.concatenate([n for _, _, _, n in obs_parts]).astype(np.float32)
     names = p.context_names()
     batch_labels = [f"{names[c]}_gem{b + 1}" if multi else f"gem{b + 1}" for c in range(len(names)) for b in range(p.n_batches)]
     obs = pd.DataFrame(index=pd.Index([f"cell{i:07d}" for i in range(pert.size)]))
@@ -704,6 +738,7 @@ def simulate_screen(params: SimulationParams, seed: int = 0, n_jobs: int | None 
     obs["batch"] = pd.Categorical.from_codes(ctx_codes * p.n_batches + batch, categories=batch_labels)
     if multi:
         obs["context"] = pd.Categorical.from_codes(ctx_codes, categories=names)
+    obs["ncounts"] = ncounts
     var = pd.DataFrame(index=pd.Index(bio.genes.astype(str)))
     var["program"] = [bio.programs[j].name if j >= 0 else "" for j in bio.gene_program]
     var["mean_umis"] = truths[0].control_mean.astype(np.float32)
