@@ -395,3 +395,37 @@ def test_stored_calibration_matches_a_fresh_fit():
     assert fit.dispersion_a0 == pytest.approx(stored.dispersion_a0, rel=0.02)
     assert fit.abundance_log_sd == pytest.approx(stored.abundance_log_sd, abs=0.05)
     assert fit.n_transcriptome == pytest.approx(stored.n_transcriptome, rel=0.05)
+
+
+# ----------------------------------------------------------------------------- comparison helpers of the chapter
+
+
+def test_expected_zero_fraction_matches_sampling():
+    from helpers.data.simulation.compare import expected_zero_fraction
+    from helpers.data.simulation.sampling import sample_block
+
+    rng = np.random.default_rng(0)
+    n = 100_000
+    ell = np.exp(rng.normal(-0.5 * 0.41**2, 0.41, n))
+    means = np.array([0.05, 0.5, 2.0, 10.0])
+    phi = np.array([0.3, 0.3, 1.0, 0.1])
+    counts = sample_block(rng, ell, means, phi).toarray()
+    observed = (counts == 0).mean(axis=0)
+    np.testing.assert_allclose(expected_zero_fraction(means, phi, 0.41), observed, atol=0.005)
+
+
+def test_count_statistics_and_chapter_tables():
+    from helpers.data.simulation.compare import additivity_table, count_statistics, error_by_cells
+
+    adata = simulate_screen(small(cells=200, controls=2000, n_genes=200, n_programs=4, n_singles=6, n_doubles=4,
+                                  cells_cv=0.0, interaction_pair_share=1.0), seed=0)
+    stats = count_statistics(adata)
+    counts = adata.layers["counts"][np.flatnonzero(adata.obs["perturbation"].astype(str) == "control")].toarray()
+    np.testing.assert_allclose(stats["mean"], counts.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(stats["fraction_zero"], (counts == 0).mean(axis=0), rtol=1e-6)
+    errors = error_by_cells(adata, cells=[25, 100], control_ratio=10)
+    assert errors["rms_error"].iloc[0] > 1.5 * errors["rms_error"].iloc[1]
+    table = additivity_table(adata)
+    labels = interaction_labels(adata)
+    assert len(table) == 4 * 200
+    assert (table["label"] != "additive").sum() == len(labels)

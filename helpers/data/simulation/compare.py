@@ -133,3 +133,59 @@ def summarise_realism(frame: pd.DataFrame) -> pd.DataFrame:
     frame["statistic"] = label
     out = frame.groupby(["dataset", "statistic"], sort=False)["value"].mean().rename("simulated").reset_index()
     return out.merge(PUBLISHED, on=["dataset", "statistic"], how="left")
+
+
+def error_by_cells(adata, cells, control_ratio: float = 10.0, seed: int = 0, context: str | None = None) -> pd.DataFrame:
+    """RMS error of estimated changes against :func:`true_changes` when only ``n`` cells are used.
+
+    For each ``n`` in ``cells``, ``n`` cells of every perturbation and ``control_ratio · n``
+    control cells are drawn without replacement (seeded), and the RMS over perturbations and
+    genes of ``Δ̂ − Δ`` is reported. Needs at least ``max(cells)`` cells per perturbation.
+    """
+    from ..pseudobulk import changes
+    from .screen import true_changes
+
+    truth = true_changes(adata, context)
+    perts = adata.obs["perturbation"].astype(str).to_numpy()
+    rng = np.random.default_rng(seed)
+    order = {p: rng.permutation(np.flatnonzero(perts == p)) for p in [CONTROL, *truth.index]}
+    rows = []
+    for n in cells:
+        n_ctrl = int(round(control_ratio * n))
+        if len(order[CONTROL]) < n_ctrl or min(len(order[p]) for p in truth.index) < n:
+            raise DataError(f"not enough cells for {n} per perturbation and {n_ctrl} controls")
+        keep = np.concatenate([order[CONTROL][:n_ctrl]] + [order[p][:n] for p in truth.index])
+        est = changes(adata[np.sort(keep)]).loc[truth.index, truth.columns]
+        rows.append({"cells": n, "control_cells": n_ctrl, "rms_error": float(np.sqrt(((est - truth) ** 2).to_numpy().mean()))})
+    return pd.DataFrame(rows)
+
+
+def additivity_table(adata, genes=None) -> pd.DataFrame:
+    """Estimated and true deviation from additivity of every double, per gene.
+
+    ``estimated = Δ̂_AB − Δ̂_A − Δ̂_B`` from the cells (pseudobulk changes), ``true`` the same
+    from :func:`true_changes`; ``label`` from :func:`interaction_labels` (``"additive"`` for
+    genes not listed). Doubles whose singles are not both in the screen are left out.
+    """
+    from ..pseudobulk import changes
+    from .screen import interaction_labels, true_changes
+
+    truth = true_changes(adata)
+    est = changes(adata)
+    genes = list(truth.columns) if genes is None else list(genes)
+    doubles = [p for p in truth.index if "+" in p and all(g in est.index for g in p.split("+")) and p in est.index]
+    frames = []
+    for d in doubles:
+        a, b = d.split("+")
+        frames.append(pd.DataFrame({
+            "perturbation": d,
+            "gene": genes,
+            "estimated": (est.loc[d, genes] - est.loc[a, genes] - est.loc[b, genes]).to_numpy(),
+            "true": (truth.loc[d, genes] - truth.loc[a, genes] - truth.loc[b, genes]).to_numpy(),
+        }))
+    table = pd.concat(frames, ignore_index=True)
+    labels = interaction_labels(adata)[["perturbation", "gene", "label", "source"]]
+    table = table.merge(labels, on=["perturbation", "gene"], how="left")
+    table["label"] = table["label"].fillna("additive")
+    table["source"] = table["source"].fillna("")
+    return table
