@@ -123,6 +123,79 @@ def condition_pca_embedding(reference, n_components: int = 10, include_control: 
     return out
 
 
+class TargetGeneEmbedding:
+    """Look-up of perturbation embeddings by target gene (shared by the embedding models).
+
+    ``kind`` is ``"table"`` (rows of ``table``, e.g. a GO embedding or another screen's
+    PCA), ``"training_pca"`` (rows of the training PCA scores; the reasons then say "not
+    measured") or ``"random"`` (a standard-normal vector per gene from ``(seed, gene)``).
+    Perturbation ``p`` gets the row named ``p`` if there is one, otherwise — for a double —
+    the sum of its genes' rows; ``control`` gets zeros unless the table has a ``control``
+    row.
+    """
+
+    def __init__(self, kind: str, table: pd.DataFrame | None = None, dim: int | None = None, seed: int = 0):
+        if kind not in ("table", "training_pca", "random"):
+            raise ValueError(f"unknown embedding kind {kind!r}")
+        self.kind = kind
+        self.table = table if table is not None else pd.DataFrame()
+        self.dim = int(dim) if dim is not None else self.table.shape[1]
+        self.seed = seed
+        self.columns = list(self.table.columns) if kind != "random" else [f"R{i + 1}" for i in range(self.dim)]
+        self._values = self.table.to_numpy(dtype=np.float64)
+
+    def vectors(self, perturbations: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+        """``dim x n`` embedding of ``perturbations`` (NaN columns for those without one) and the list of those."""
+        perts = list(perturbations)
+        out = np.full((self.dim, len(perts)), np.nan)
+        missing = []
+        if self.kind == "random":
+            for j, p in enumerate(perts):
+                vecs = [_gene_seeded_normal(g, self.dim, self.seed) for g in target_genes(p)]
+                out[:, j] = np.sum(vecs, axis=0) if vecs else 0.0
+            return out, missing
+        index = self.table.index
+        pos = index.get_indexer(perts)
+        for j, p in enumerate(perts):
+            if pos[j] >= 0:
+                out[:, j] = self._values[pos[j]]
+            elif p == CONTROL:
+                out[:, j] = 0.0
+            else:
+                genes = target_genes(p)
+                gpos = index.get_indexer(list(genes))
+                if len(genes) > 1 and (gpos >= 0).all():
+                    out[:, j] = self._values[gpos].sum(axis=0)
+                else:
+                    missing.append(p)
+        return out, missing
+
+    def reason(self, perturbation: str) -> str:
+        """Why ``perturbation`` has no embedding."""
+        genes = [g for g in target_genes(perturbation) if g not in self.table.index]
+        names = ", ".join(genes) if genes else perturbation
+        if self.kind == "training_pca":
+            return f"target gene {names} not measured (no row in the training PCA)"
+        return f"target gene {names} not in the perturbation embedding"
+
+    def unpredictable(self, perturbations: Sequence[str]) -> dict[str, str]:
+        _, missing = self.vectors(perturbations)
+        return {p: self.reason(p) for p in missing}
+
+
+def clean_embedding_table(table: pd.DataFrame, what: str) -> pd.DataFrame:
+    """Numeric copy of an embedding table without incomplete rows; refuses duplicates and infinities."""
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"the {what} must be a pandas DataFrame with one row per gene")
+    if not table.index.is_unique:
+        raise DataError(f"the {what} table has duplicate row names; make them unique.")
+    values = table.apply(pd.to_numeric, errors="coerce").astype(float)
+    if np.isinf(values.to_numpy()).any():
+        raise DataError(f"the {what} table holds infinite values.")
+    values.index = values.index.astype(str)
+    return values.dropna(how="any")
+
+
 class LinearModel(PerturbationModel):
     """Linear model ``Y ≈ G W P + b`` with a closed-form double ridge (Ahlmann-Eltze et al. 2025).
 
@@ -205,6 +278,8 @@ class LinearModel(PerturbationModel):
     pca_scores_ : pandas.DataFrame or None
         Genes x K PC scores of the training pseudobulk (when any embedding is
         ``"training_pca"``).
+    embedding_ : TargetGeneEmbedding
+        The perturbation-embedding look-up (``embedding_.vectors(perts)``).
 
     Examples
     --------
@@ -252,52 +327,6 @@ class LinearModel(PerturbationModel):
             elif value.shape[1] < 1:
                 raise ValueError(f"{what} has no columns")
 
-    @staticmethod
-    def _clean_table(table: pd.DataFrame, what: str) -> pd.DataFrame:
-        if not table.index.is_unique:
-            raise DataError(f"the {what} table has duplicate row names; make them unique.")
-        values = table.apply(pd.to_numeric, errors="coerce").astype(float)
-        if np.isinf(values.to_numpy()).any():
-            raise DataError(f"the {what} table holds infinite values.")
-        return values.dropna(how="any")
-
-    # -- embeddings -------------------------------------------------------------------
-    def _embed(self, perturbations: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-        """K' x n embedding of ``perturbations`` and the list of those without one.
-
-        Columns of perturbations without an embedding are NaN.
-        """
-        perts = list(perturbations)
-        out = np.full((self._pert_dim, len(perts)), np.nan)
-        missing = []
-        if self._pert_kind == "random":
-            for j, p in enumerate(perts):
-                vecs = [_gene_seeded_normal(g, self._pert_dim, self.seed) for g in target_genes(p)]
-                out[:, j] = np.sum(vecs, axis=0) if vecs else 0.0
-            return out, missing
-        rows = self._pert_values
-        pos = self._pert_table.index.get_indexer(perts)
-        for j, p in enumerate(perts):
-            if pos[j] >= 0:
-                out[:, j] = rows[pos[j]]
-            elif p == CONTROL:
-                out[:, j] = 0.0
-            else:
-                genes = target_genes(p)
-                gpos = self._pert_table.index.get_indexer(list(genes))
-                if len(genes) > 1 and (gpos >= 0).all():
-                    out[:, j] = rows[gpos].sum(axis=0)
-                else:
-                    missing.append(p)
-        return out, missing
-
-    def _missing_reason(self, p: str) -> str:
-        genes = [g for g in target_genes(p) if g not in self._pert_table.index]
-        names = ", ".join(genes) if genes else p
-        if self._pert_kind == "training_pca":
-            return f"target gene {names} not measured (no row in the training PCA)"
-        return f"target gene {names} not in the perturbation embedding"
-
     # -- fit / predict ----------------------------------------------------------------
     def fit(self, train):
         self._check_params()
@@ -328,7 +357,7 @@ class LinearModel(PerturbationModel):
         # gene embedding G (genes x K)
         genes_not_embedded: list[str] = []
         if isinstance(self.gene_embedding, pd.DataFrame):
-            gtab = self._clean_table(self.gene_embedding, "gene embedding")
+            gtab = clean_embedding_table(self.gene_embedding, "gene embedding")
             G = gtab.reindex(genes)
             genes_not_embedded = list(G.index[G.isna().any(axis=1)])
             if len(genes_not_embedded) == len(genes):
@@ -342,26 +371,17 @@ class LinearModel(PerturbationModel):
 
         # perturbation embedding (a table of genes/perturbations x K', or random per gene)
         if isinstance(self.perturbation_embedding, pd.DataFrame):
-            self._pert_kind = "table"
-            self._pert_table = self._clean_table(self.perturbation_embedding, "perturbation embedding")
-            self._pert_dim = self._pert_table.shape[1]
-            if self._pert_table.empty:
+            ptab = clean_embedding_table(self.perturbation_embedding, "perturbation embedding")
+            if ptab.empty:
                 raise DataError("the perturbation embedding has no complete row.")
-            pcols = list(self._pert_table.columns)
+            embedding = TargetGeneEmbedding("table", ptab)
         elif self.perturbation_embedding == "random":
-            self._pert_kind = "random"
-            self._pert_table = pd.DataFrame()
-            self._pert_dim = k
-            pcols = [f"R{i + 1}" for i in range(k)]
+            embedding = TargetGeneEmbedding("random", dim=k, seed=int(self.seed))
         else:
-            self._pert_kind = "training_pca"
-            self._pert_table = pca_scores
-            self._pert_dim = k
-            pcols = list(pca_scores.columns)
-        self._pert_values = self._pert_table.to_numpy(dtype=np.float64)
+            embedding = TargetGeneEmbedding("training_pca", pca_scores)
 
-        P_all, missing = self._embed(conditions)
-        excluded = {p: self._missing_reason(p) for p in missing}
+        P_all, missing = embedding.vectors(conditions)
+        excluded = {p: embedding.reason(p) for p in missing}
         keep = [j for j, p in enumerate(conditions) if p not in excluded]
         used = [conditions[j] for j in keep]
         P = P_all[:, keep]  # K' x conditions
@@ -370,6 +390,8 @@ class LinearModel(PerturbationModel):
                 "no training perturbation has a perturbation embedding "
                 f"(e.g. {dict(list(excluded.items())[:3])}); check that the embedding is indexed by gene symbols."
             )
+        pcols = embedding.columns
+
         Y = (table.loc[used] - control).to_numpy(dtype=np.float64).T  # genes x conditions
         b = Y.mean(axis=1)
         Gm = G.to_numpy(dtype=np.float64)
@@ -390,6 +412,7 @@ class LinearModel(PerturbationModel):
         self.training_conditions_ = pd.Index(used)
         self.excluded_ = excluded
         self.genes_not_embedded_ = genes_not_embedded
+        self.embedding_ = embedding
         self._GW = Gm @ W  # genes x K', reused by every prediction
         return self
 
@@ -399,16 +422,15 @@ class LinearModel(PerturbationModel):
         bad = self.unpredictable(perturbations)
         if bad:
             raise DataError(f"no embedding for {len(bad)} perturbations, e.g. {dict(list(bad.items())[:3])}")
-        cols, _ = self._embed(perturbations)
+        cols, _ = self.embedding_.vectors(perturbations)
         return pd.DataFrame(cols, index=self.P_.index.copy(), columns=pd.Index(list(perturbations)))
 
     def unpredictable(self, perturbations: Sequence[str]) -> dict[str, str]:
         """Perturbations whose target gene has no perturbation embedding, with the reason."""
         self._check_fitted()
-        _, missing = self._embed(perturbations)
-        return {p: self._missing_reason(p) for p in missing}
+        return self.embedding_.unpredictable(list(perturbations))
 
     def _predict(self, perturbations):
-        P, _ = self._embed(perturbations)  # K' x n
+        P, _ = self.embedding_.vectors(perturbations)  # K' x n
         values = (self._GW @ P).T + (self.b_.to_numpy() + self.control_.to_numpy())[None, :]
         return pd.DataFrame(values, index=pd.Index(perturbations), columns=self.genes_)
