@@ -20,9 +20,9 @@ the real K562 CRISPRa cells of ``data/norman2019_subset.h5ad`` (3,375 cells x 50
    are chosen so that ``D`` matches the median detected genes at the median library and the
    log-log slope of detected genes on library size.
 
-:func:`calibrate` redoes the fit from the real file; :data:`DEFAULT_CALIBRATION` holds its
-result so that generating data never needs the file (``tests/test_simulate.py`` checks that
-the two agree when the file is there).
+:func:`calibrate` redoes the fit from the real file (``scripts/calibrate_simulator.py`` prints it);
+:data:`DEFAULT_CALIBRATION` holds its result so that generating data never needs the file
+(``tests/test_simulate.py`` checks that the two agree when the file is there).
 """
 
 from __future__ import annotations

@@ -83,4 +83,15 @@ def sample_block(rng, cell_scale: np.ndarray, gene_means: np.ndarray, phi: np.nd
         r = (1.0 / phi[big_cols]).astype(np.float64)
         lam = mu[:, big_cols] * rng.gamma(np.broadcast_to(r, (n, big_cols.size)), 1.0 / np.broadcast_to(r, (n, big_cols.size)))
         dense[:, big_cols] = rng.poisson(lam)
-    return sp.csr_matrix(dense)
+    return _dense_to_csr(dense)
+
+
+def _dense_to_csr(dense: np.ndarray) -> sp.csr_matrix:
+    """CSR of a dense block, built from one pass over the non-zeros (row-major order)."""
+    n, g = dense.shape
+    flat = np.flatnonzero(dense)
+    rows = flat // g
+    indices = (flat - rows * g).astype(np.int32)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return sp.csr_matrix((dense.ravel()[flat], indices, indptr), shape=(n, g))
