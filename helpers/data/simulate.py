@@ -14,8 +14,11 @@ What is simulated
 -----------------
 * **Counts**: negative-binomial UMIs with gene-specific means and dispersions and log-normal
   library sizes, all calibrated on the real Norman 2019 cells shipped with the suite
-  (:mod:`helpers.data.simulation.calibration`); ``layers['counts']`` and the log-normalised ``X``;
-  gem groups (``obs['batch']``) with small gene-wise batch effects; many control cells.
+  (:mod:`helpers.data.simulation.calibration`); ``layers['counts']`` and the log-normalised ``X``
+  (``log1p(counts · 1e4 / ncounts)`` with ``obs['ncounts']`` the cell's library over the whole
+  simulated transcriptome, as in the published files; ``normalisation="panel"`` gives
+  ``log_normalise(counts)`` instead); gem groups (``obs['batch']``) with small gene-wise batch
+  effects; many control cells.
 * **Gene programs** seeded from Gene Ontology terms (``knowledge_agreement`` tunes how closely),
   so perturbing genes of one program gives similar responses; a self-effect on the target
   (knock-down for CRISPRi, over-expression for CRISPRa); a share of perturbations without
