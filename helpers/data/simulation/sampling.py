@@ -62,22 +62,26 @@ def sample_block(rng, cell_scale: np.ndarray, gene_means: np.ndarray, phi: np.nd
     n = cell_scale.size
     means = np.asarray(gene_means, dtype=np.float32)
     mu = cell_scale.astype(np.float32)[:, None] * (means if means.ndim == 2 else means[None, :])
+    g = mu.shape[1]
     phi32 = phi.astype(np.float32)
-    big = mu.max(axis=0) > INVERSE_CDF_MAX_MEAN
-    small_cols = np.flatnonzero(~big)
-    big_cols = np.flatnonzero(big)
+    big_cols = np.flatnonzero(mu.max(axis=0) > INVERSE_CDF_MAX_MEAN)
     dense = np.zeros(mu.shape, dtype=np.float32)
 
-    mu_s = mu[:, small_cols]
-    u = rng.random(mu_s.shape, dtype=np.float32)
-    phi_s = phi32[small_cols]
-    p0 = np.exp(-np.log1p(phi_s * mu_s) / phi_s)
-    rows, cols = np.nonzero(u > p0)
-    if rows.size:
-        vals = _inverse_cdf_counts(
-            u[rows, cols].astype(np.float64), mu_s[rows, cols].astype(np.float64), phi_s[cols].astype(np.float64), rng
+    # P(0) = (1 + φμ)^(−1/φ), computed in place
+    p0 = phi32[None, :] * mu
+    np.log1p(p0, out=p0)
+    p0 *= -(1.0 / phi32)[None, :]
+    np.exp(p0, out=p0)
+    u = rng.random(mu.shape, dtype=np.float32)
+    nonzero = u > p0
+    del p0
+    nonzero[:, big_cols] = False
+    flat = np.flatnonzero(nonzero)
+    if flat.size:
+        cols = flat % g
+        dense.ravel()[flat] = _inverse_cdf_counts(
+            u.ravel()[flat].astype(np.float64), mu.ravel()[flat].astype(np.float64), phi[cols].astype(np.float64), rng
         )
-        dense[rows, small_cols[cols]] = vals
 
     if big_cols.size:
         r = (1.0 / phi[big_cols]).astype(np.float64)
