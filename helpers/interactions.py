@@ -138,22 +138,66 @@ class InteractionNull:
         return pd.Series(out)
 
 
-def fit_interaction_null(deviation: pd.DataFrame | np.ndarray, target_fdr: float = 0.05, nulltype: int = 1, **locfdr_kwargs) -> InteractionNull:
+def undetected_pairs(profiles: pd.DataFrame, doubles: Sequence[str], control: pd.Series | None = None) -> pd.DataFrame:
+    """(double, gene) pairs whose gene is zero in the double, both singles and control (doubles x genes, bool).
+
+    Their deviation from additivity is exactly 0 by construction, not by measurement: they
+    say nothing about interactions, and a mass of exact zeros breaks the empirical-null fit.
+    """
+    control = _control(profiles, control)
+    zero_c = control.reindex(profiles.columns).to_numpy() == 0
+    rows = []
+    for p in doubles:
+        a, b = target_genes(p)
+        rows.append(zero_c & (profiles.loc[p].to_numpy() == 0) & (profiles.loc[a].to_numpy() == 0) & (profiles.loc[b].to_numpy() == 0))
+    return pd.DataFrame(np.array(rows).reshape(len(rows), profiles.shape[1]), index=pd.Index(list(doubles), name="perturbation"),
+                        columns=profiles.columns.copy())
+
+
+def fit_interaction_null(
+    deviation: pd.DataFrame | np.ndarray,
+    target_fdr: float = 0.05,
+    nulltype: int = 1,
+    exclude: pd.DataFrame | np.ndarray | None = None,
+    fallback: bool = True,
+    **locfdr_kwargs,
+) -> InteractionNull:
     """Fit the empirical null of the deviations and derive the thresholds (METHODS.md A.5.2).
 
-    ``locfdr(e, nulltype = 1)`` on all values of ``deviation``; ``upper`` = the positive
-    deviation whose local fdr is closest to ``target_fdr``, ``lower`` likewise among the
-    negative ones (:func:`helpers.stats.locfdr.fdr_thresholds`). Never raises on small
-    or degenerate input: the result then has NaN thresholds and a ``message``.
+    ``locfdr(e, nulltype = 1)`` on all values of ``deviation`` (except where ``exclude`` is
+    True, e.g. :func:`undetected_pairs`); ``upper`` = the positive deviation whose local fdr
+    is closest to ``target_fdr``, ``lower`` likewise among the negative ones
+    (:func:`helpers.stats.locfdr.fdr_thresholds`). If the maximum-likelihood null cannot be
+    fitted and ``fallback`` is set, the central-matching null (``nulltype = 2``) is tried and
+    a note says so. Never raises on small or degenerate input: the result then has NaN
+    thresholds and a ``message``.
     """
-    values = np.asarray(deviation, dtype=float).ravel()
-    n_doubles = deviation.shape[0] if getattr(deviation, "ndim", 1) == 2 else 0
+    values = np.asarray(deviation, dtype=float)
+    n_doubles = values.shape[0] if values.ndim == 2 else 0
+    notes = []
+    if exclude is not None:
+        mask = np.asarray(exclude, dtype=bool)
+        if mask.shape != values.shape:
+            raise ValueError("exclude must have the shape of deviation")
+        if mask.any():
+            notes.append(f"{int(mask.sum()):,} pairs whose gene is undetected in the double, both singles and control "
+                         "(deviation 0 by construction) are left out of the fit.")
+        values = values[~mask]
+    values = values.ravel()
     values = values[np.isfinite(values)]
     try:
         fit = locfdr(values, nulltype=nulltype, **locfdr_kwargs)
     except LocfdrError as err:
-        return InteractionNull(np.nan, np.nan, target_fdr, values.size, n_doubles, None,
-                               f"no empirical null could be fitted to {values.size} deviations: {err}")
+        fit, reason = None, str(err)
+        if fallback and nulltype == 1:
+            try:
+                fit = locfdr(values, nulltype=2, **locfdr_kwargs)
+                notes.append(f"the maximum-likelihood null failed ({err}); the central-matching null (nulltype=2) is used instead.")
+            except LocfdrError as err2:
+                reason = f"{err} The central-matching null failed too: {err2}"
+        if fit is None:
+            return InteractionNull(np.nan, np.nan, target_fdr, values.size, n_doubles, None,
+                                   f"no empirical null could be fitted to {values.size} deviations: {reason}", notes)
     lower, upper = fdr_thresholds(values, fit.fdr, target_fdr)
     message = ""
     if np.isnan(lower) and np.isnan(upper):
@@ -161,7 +205,7 @@ def fit_interaction_null(deviation: pd.DataFrame | np.ndarray, target_fdr: float
     elif np.isnan(lower) or np.isnan(upper):
         side = "negative" if np.isnan(lower) else "positive"
         message = f"no {side} deviation reaches a local fdr near {target_fdr}: none is called non-additive on that side."
-    return InteractionNull(lower, upper, target_fdr, values.size, n_doubles, fit, message, list(fit.messages))
+    return InteractionNull(lower, upper, target_fdr, values.size, n_doubles, fit, message, notes + list(fit.messages))
 
 
 # ---------------------------------------------------------------------------------------

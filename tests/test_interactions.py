@@ -17,6 +17,7 @@ from helpers.interactions import (
     deviation_from_additive,
     doubles_with_singles,
     fit_interaction_null,
+    undetected_pairs,
     interaction_classes,
     tpr_at_fdp,
     tpr_fdp_curve,
@@ -154,3 +155,33 @@ def test_fit_interaction_null_is_graceful():
     assert null.fit.fdr_at([null.upper])[0] == pytest.approx(0.05, abs=0.02)
     assert null.summary()["null_sigma"] == pytest.approx(0.05, rel=0.15)
     assert null.is_nonadditive([0.0, 0.5, -0.5]).tolist() == [False, True, True]
+
+
+def test_undetected_pairs_are_excluded_from_the_null():
+    prof = pd.DataFrame({"control": [1.0, 0.0, 0.0], "A": [1.2, 0.0, 0.3], "B": [0.8, 0.0, 0.0], "A+B": [1.1, 0.0, 0.0]},
+                        index=["expressed", "silent", "partly"]).T
+    mask = undetected_pairs(prof, ["A+B"])
+    assert mask.loc["A+B"].tolist() == [False, True, False]
+    rng = np.random.default_rng(4)
+    dev = rng.normal(0, 0.05, (60, 100))
+    silent = np.zeros_like(dev, dtype=bool)
+    silent[:, :60] = True  # 60 % of the pairs would be exact zeros
+    dev[silent] = 0.0
+    assert not fit_interaction_null(dev).ok  # a spike of exact zeros defeats both nulls
+    null = fit_interaction_null(dev, exclude=silent)
+    assert null.fit is not None and null.n_values == 60 * 40  # pure noise: a null, but no threshold
+    assert "left out" in null.notes[0]
+    assert null.fit.sigma == pytest.approx(0.05, rel=0.15)
+
+
+def test_central_matching_fallback(monkeypatch):
+    import helpers.stats.locfdr as lf
+
+    rng = np.random.default_rng(8)
+    dev = np.concatenate([rng.normal(0, 0.05, 9000), rng.normal(0.4, 0.1, 1000)])
+    monkeypatch.setattr(lf, "truncated_normal_mle", lambda *a, **k: None)
+    null = fit_interaction_null(dev)
+    assert null.ok and null.fit.nulltype == 2
+    assert any("central-matching" in n for n in null.notes)
+    no_fallback = fit_interaction_null(dev, fallback=False)
+    assert not no_fallback.ok and "maximum-likelihood" in no_fallback.message
