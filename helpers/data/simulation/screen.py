@@ -540,10 +540,12 @@ def _context_truth(bio: Biology, p: SimulationParams, state: dict, table: Expect
             "additive_change": additive[g].astype(np.float32),
             "true_change": observed[g].astype(np.float32),
             "designed": designed[g],
+            "designed_as": kind[g].astype(str),
             "source": np.where(designed[g], "designed", np.where(floor[g], "floor", np.where(saturated[g], "saturation", "normalisation"))),
         }))
     interactions = (pd.concat(label_frames, ignore_index=True) if label_frames
-                    else pd.DataFrame(columns=["perturbation", "gene", "label", "deviation", "additive_change", "true_change", "designed", "source"]))
+                    else pd.DataFrame(columns=["perturbation", "gene", "label", "deviation", "additive_change", "true_change", "designed",
+                                          "designed_as", "source"]))
 
     names_all = names + [f"{bio.pool[a]}+{bio.pool[b]}" for a, b in pairs]
     rec.insert(0, "context", ctx.name)
@@ -879,7 +881,9 @@ def interaction_labels(adata, context: str | None = None) -> pd.DataFrame:
     * ``opposite``: the other sign — the double crosses to the other side of control.
 
     These are the classes of Ahlmann-Eltze et al. (METHODS.md A.5, step 4) with the additive
-    prediction as reference. ``deviation = Δ_AB − add`` is the true deviation from additivity.
+    prediction as reference. ``deviation = Δ_AB − add`` is the true deviation from additivity;
+    ``designed_as`` is the type the simulator put there (the ``label`` is computed from the final
+    truth, so it can differ where saturation or the floor also acted).
     Every gene not listed has ``|deviation| ≤ 0.05`` (:data:`LABEL_TOLERANCE`).
     """
     sim = _sim(adata)
@@ -890,7 +894,7 @@ def interaction_labels(adata, context: str | None = None) -> pd.DataFrame:
     if context is not None:
         ctx = _context(sim, context)
         frame = frame[frame["context"].astype(str) == ctx]
-    for col in ("perturbation", "gene", "label", "source", "context"):
+    for col in ("perturbation", "gene", "label", "designed_as", "source", "context"):
         if col in frame:
             frame[col] = frame[col].astype(str)
     return frame.reset_index(drop=True)
