@@ -282,13 +282,16 @@ class Evaluation:
         frames = [tidy(table, **labels, model=name) for name, table in self.per_perturbation.items()]
         return pd.concat(frames, ignore_index=True)
 
-    def exclusion_report(self) -> str:
-        """Which perturbations were left out, by which model and why (one line if none)."""
+    def exclusion_report(self, width: int = 100) -> str:
+        """Which perturbations were left out, by which model and why (one line if none; wrapped at ``width``)."""
+        import textwrap
+
         lines = []
         for name, bad in self.excluded.items():
             if bad:
                 shown = "; ".join(f"{p} ({why})" for p, why in list(bad.items())[:5])
-                lines.append(f"{name} cannot predict {len(bad)}: {shown}{' ...' if len(bad) > 5 else ''}")
+                text = f"{name} cannot predict {len(bad)}: {shown}{' ...' if len(bad) > 5 else ''}"
+                lines.append(textwrap.fill(text, width=width, subsequent_indent="    "))
         head = f"Evaluated on {len(self.common)} perturbations that every model predicts."
         return head if not lines else head + "\n" + "\n".join(lines)
 
@@ -331,6 +334,8 @@ def evaluate_models(
     perturbations = [str(p) for p in perturbations]
     if not perturbations:
         raise DataError("no perturbations to evaluate.")
+    if not models:
+        raise DataError("no models to evaluate: name at least one baseline (the `models` parameter) or give a predictions file.")
     held_out = set(split.val) | set(split.test)
     leaked = [p for p in perturbations if p not in held_out]
     if leaked:

@@ -327,3 +327,14 @@ def test_systema_notebook_runs_and_gives_identical_results_twice(tmp_path):
     assert set(table.loc[table["analysis"] == "baselines", "metric"]) == set(METRICS)
     sweep = table[table["analysis"] == "sweep"]
     assert sorted(sweep["systematic_strength"].unique()) == [0.0, 0.3, 0.6]
+
+
+def test_systema_notebook_parameters_are_all_visible_to_papermill():
+    from helpers.runner import notebook_parameters
+
+    params = notebook_parameters("systema")
+    expected = {"dataset", "score_datasets", "seeds", "n_genes", "models", "predictions", "predictions_name", "de_source",
+                "deg_weights_source", "context", "simulation_seed", "run_sweep", "sweep_preset", "sweep_strengths",
+                "sweep_scale", "run_calibration", "output_dir"}
+    assert set(params) == expected
+    assert params["dataset"] == '"norman_like"' and params["output_dir"] == '"."'

@@ -53,9 +53,14 @@ def shift_decomposition(decomposition: pd.DataFrame, title: str, ax=None):
         _, ax = plt.subplots(figsize=(5.4, 4.2))
     points = ax.scatter(decomposition["along"], decomposition["orthogonal"], c=decomposition["cosine"], cmap="coolwarm",
                         vmin=-1, vmax=1, s=14, edgecolor="none")
-    lim = max(decomposition["orthogonal"].max(), decomposition["along"].abs().max()) * 1.05
-    ax.plot([0, lim], [0, lim], color="grey", lw=0.8, ls="--", label="cosine = 0.71 (45°)")
+    x_lo = min(0.0, float(decomposition["along"].min())) * 1.05
+    x_hi = float(decomposition["along"].max()) * 1.08
+    y_hi = float(decomposition["orthogonal"].max()) * 1.05
+    diagonal = min(x_hi, y_hi)
+    ax.plot([0, diagonal], [0, diagonal], color="grey", lw=0.8, ls="--", label="equal lengths (cosine 0.71)")
     ax.axvline(0, color="grey", lw=0.8)
+    ax.set_xlim(x_lo, x_hi)
+    ax.set_ylim(0, y_hi)
     ax.set_xlabel("length along the average shift (log-expression units)")
     ax.set_ylabel("length orthogonal to it (log-expression units)")
     ax.set_title(title)
