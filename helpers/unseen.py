@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from .data.canonical import CONTROL, target_genes
+from .data.canonical import CONTROL, DataError, target_genes
 from .metrics import evaluate
 from .results import tidy
 
@@ -84,7 +84,9 @@ def fit_predict(models: Mapping[str, object], train, perturbations: Sequence[str
     predictions : dict
         Model name -> perturbations x genes DataFrame (only the predictable perturbations).
     excluded : DataFrame
-        Columns ``model, perturbation, reason``: what each model could not predict.
+        Columns ``model, perturbation, reason``: what each model could not predict. A model
+        whose ``fit`` raises :class:`DataError` (e.g. no training perturbation it can
+        embed) is left out with that message as the reason for every perturbation.
     seconds : dict
         Model name -> wall time of fit + predict.
     """
@@ -92,13 +94,18 @@ def fit_predict(models: Mapping[str, object], train, perturbations: Sequence[str
     predictions, rows, seconds = {}, [], {}
     for name, model in progress(list(models.items()), desc="models", disable=not show_progress):
         start = time.perf_counter()
-        model.fit(train)
+        try:
+            model.fit(train)
+        except DataError as err:  # the training data do not allow this model: every perturbation is excluded
+            rows += [{"model": name, "perturbation": p, "reason": f"model could not be fitted: {err}"} for p in perts]
+            seconds[name] = time.perf_counter() - start
+            continue
         bad = model.unpredictable(perts)
         rows += [{"model": name, "perturbation": p, "reason": why} for p, why in bad.items()]
         keep = [p for p in perts if p not in bad]
-        predictions[name] = model.predict(keep) if keep else None
+        if keep:
+            predictions[name] = model.predict(keep)
         seconds[name] = time.perf_counter() - start
-    predictions = {k: v for k, v in predictions.items() if v is not None}
     return predictions, pd.DataFrame(rows, columns=["model", "perturbation", "reason"]), seconds
 
 
@@ -141,6 +148,8 @@ def evaluate_predictions(
                     rows["perturbation"].map(split_of or {}).fillna(""))
         rows.insert(rows.columns.get_loc("split") + 1, "common", rows["perturbation"].isin(common_set))
         frames.append(rows)
+    if not frames:
+        return pd.DataFrame(columns=[*labels, "model", "perturbation", "split", "common", "metric", "value"])
     return pd.concat(frames, ignore_index=True)
 
 

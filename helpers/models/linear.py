@@ -286,7 +286,7 @@ class LinearModel(PerturbationModel):
     >>> from helpers.data import load_dataset, gears_simulation_split
     >>> from helpers.models.linear import LinearModel
     >>> screen = load_dataset("replogle_k562_like")                     # doctest: +SKIP
-    >>> split = gears_simulation_split(screen.obs["perturbation"], seed=1)  # doctest: +SKIP
+    >>> split = gears_simulation_split(screen, seed=1)                  # doctest: +SKIP
     >>> model = LinearModel(n_components=10, ridge=0.1).fit(split.subset(screen, "train"))  # doctest: +SKIP
     >>> test = [p for p in split.test if p not in model.unpredictable(split.test)]  # doctest: +SKIP
     >>> prediction = model.predict(test)          # perturbations x genes   # doctest: +SKIP

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -46,8 +47,11 @@ def metric_by_model(results: pd.DataFrame, metrics: Sequence[str] = ("l2", "pear
             if sub.empty:
                 ax.set_visible(False)
                 continue
-            sns.boxplot(data=sub, y="model", x="value", hue="model", order=order, hue_order=order, palette=palette,
-                        ax=ax, fliersize=1.5, linewidth=0.8, legend=False)
+            with warnings.catch_warnings():
+                # seaborn 0.13 passes matplotlib's deprecated ``vert`` to boxplot; harmless
+                warnings.filterwarnings("ignore", message=".*vert: bool was deprecated.*")
+                sns.boxplot(data=sub, y="model", x="value", hue="model", order=order, hue_order=order, palette=palette,
+                            ax=ax, fliersize=1.5, linewidth=0.8, legend=False)
             means = sub.groupby("model", observed=True)["value"].mean().reindex(order)
             for k, model in enumerate(order):
                 if np.isnan(means.iloc[k]) and model in set(results["model"]):

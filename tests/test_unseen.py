@@ -1,0 +1,157 @@
+"""The unseen-perturbation pipeline pieces, its plots and the published single-perturbation tables."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers.models.baselines import MeanBaseline
+from helpers.models.linear import LinearModel, condition_pca_embedding
+from helpers.published.ahlmann_eltze_singles import TABLES, published_for
+from helpers.results import check_results
+from helpers.stats.bootstrap import ratio_to_reference
+from helpers.unseen import common_perturbations, embedding_overlap, evaluate_predictions, fit_predict, other_screen
+
+
+def _pseudobulk(table: pd.DataFrame):
+    obs = pd.DataFrame(index=table.index.astype(str))
+    obs["n_cells"] = 10
+    pb = ad.AnnData(X=table.to_numpy(dtype=np.float64), obs=obs, var=pd.DataFrame(index=table.columns.astype(str)))
+    pb.uns["pseudobulk"] = {"is_pseudobulk": True}
+    return pb
+
+
+@pytest.fixture
+def screen():
+    rng = np.random.default_rng(0)
+    genes = [f"G{i}" for i in range(15)]
+    perts = genes[:10] + ["UNMEASURED"]
+    table = pd.DataFrame(rng.gamma(2, 1, size=(12, 15)), index=perts + ["control"], columns=genes)
+    return table
+
+
+def test_fit_predict_lists_exclusions_and_the_common_set(screen):
+    held_out = ["G8", "G9", "UNMEASURED"]
+    train = _pseudobulk(screen.drop(index=held_out))
+    models = {"mean": MeanBaseline(include_control=True), "linear": LinearModel(n_components=3)}
+    preds, excluded, seconds = fit_predict(models, train, held_out)
+    assert list(preds["mean"].index) == held_out
+    assert list(preds["linear"].index) == ["G8", "G9"]
+    assert excluded.to_dict("records") == [
+        {"model": "linear", "perturbation": "UNMEASURED", "reason": "target gene UNMEASURED not measured (no row in the training PCA)"}
+    ]
+    assert set(seconds) == {"mean", "linear"}
+    assert common_perturbations(preds, held_out) == ["G8", "G9"]
+    assert common_perturbations(preds, held_out, models=["mean"]) == held_out
+    # a model that predicted nothing empties the common set
+    assert common_perturbations(preds, held_out, models=["mean", "absent"]) == []
+
+
+def test_evaluate_predictions_rows_by_hand(screen):
+    held_out = ["G8", "G9", "UNMEASURED"]
+    train = _pseudobulk(screen.drop(index=held_out))
+    preds, _, _ = fit_predict({"mean": MeanBaseline(include_control=True), "linear": LinearModel(n_components=3)}, train, held_out)
+    genes = ["G0", "G3", "G4", "G7"]
+    control = screen.loc["control"]
+    rows = evaluate_predictions(preds, screen, control, genes, ["G8", "G9"], split_of={"G8": "test", "G9": "val"},
+                                dataset="toy", seed=1)
+    check_results(rows)
+    assert list(rows.columns) == ["dataset", "seed", "model", "perturbation", "split", "common", "metric", "value"]
+    l2 = rows[(rows.model == "mean") & (rows.metric == "l2")].set_index("perturbation")
+    pred = preds["mean"].loc["UNMEASURED", genes].to_numpy()
+    assert l2.loc["UNMEASURED", "value"] == pytest.approx(np.sqrt(((pred - screen.loc["UNMEASURED", genes].to_numpy()) ** 2).sum()))
+    assert not l2.loc["UNMEASURED", "common"] and l2.loc["G8", "common"]
+    assert l2.loc["G8", "split"] == "test" and l2.loc["UNMEASURED", "split"] == ""
+    pd_ = rows[(rows.model == "linear") & (rows.metric == "pearson_delta_vs_control")].set_index("perturbation")
+    d_pred = preds["linear"].loc["G9", genes] - control[genes]
+    d_obs = screen.loc["G9", genes] - control[genes]
+    assert pd_.loc["G9", "value"] == pytest.approx(np.corrcoef(d_pred, d_obs)[0, 1])
+
+
+def test_embedding_overlap_counts(screen):
+    reference = screen.rename(index={"G0": "OTHER"}).iloc[:, :12]
+    emb = condition_pca_embedding(_pseudobulk(reference), n_components=2)
+    counts = embedding_overlap([p for p in screen.index if p != "control"] + ["G1+G2"], screen.columns, emb, reference.columns)
+    assert counts["target perturbations"] == 12
+    assert counts["with an embedding in the reference"] == 11  # G0 missing, the double covered by G1 and G2
+    assert counts["reference perturbations"] == 11
+    assert counts["genes measured in both"] == 12
+
+
+def test_other_screen_follows_the_paper():
+    assert other_screen("adamson2016") == "replogle2022_k562_essential"
+    assert other_screen("replogle2022_k562_essential") == "replogle2022_rpe1_essential"
+    assert other_screen("replogle_rpe1_like") == "replogle_k562_like"
+    assert other_screen("norman2019_subset") is None
+    assert other_screen("adamson_like", {"adamson_like": "my_screen"}) == "my_screen"
+
+
+def test_published_tables_follow_the_convention():
+    for name, table in TABLES.items():
+        for col in ("dataset", "model", "metric", "statistic", "value", "source"):
+            assert col in table, (name, col)
+        assert table["value"].notna().all()
+        assert set(table["dataset"]) <= {"adamson2016", "replogle2022_k562_essential", "replogle2022_rpe1_essential"}
+    panel = TABLES["single_perturbation_prediction"].set_index(["dataset", "model", "metric"])["value"]
+    assert panel["replogle2022_rpe1_essential", "linear", "l2"] == 5.390
+    ratio = TABLES["l2_ratio_to_mean"].set_index(["dataset", "model"])
+    assert ratio.loc[("adamson2016", "linear (P from other screen)"), "ci_low"] == 0.76
+    assert published_for("adamson2016") == ("adamson2016", True)
+    assert published_for("replogle_k562_like") == ("replogle2022_k562_essential", False)
+    assert published_for("norman_like") == (None, False)
+
+
+def test_plots_draw_with_labels(screen):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from helpers.plots.unseen import metric_by_model, ratio_plot
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for d in ("a", "b"):
+        for model, scale in (("mean", 1.0), ("linear", 0.9), ("no change", 1.3)):
+            for p in range(20):
+                rows.append((d, 1, model, f"P{p}", "l2", scale * rng.uniform(2, 3)))
+                rows.append((d, 1, model, f"P{p}", "pearson_delta_vs_control", np.nan if model == "no change" else rng.uniform(0, 1)))
+    frame = pd.DataFrame(rows, columns=["dataset", "seed", "model", "perturbation", "metric", "value"])
+    fig = metric_by_model(frame)
+    assert fig.axes[0].get_title() == "a" and "L2" in fig.axes[0].get_xlabel()
+    ratios = ratio_to_reference(frame, n_resamples=200)
+    published = pd.DataFrame({"dataset": ["a"], "model": ["linear"], "value": [0.95]})
+    fig2 = ratio_plot(ratios, published=published)
+    assert fig2.axes[0].get_xscale() == "log"
+    assert "mean" in fig2.axes[0].get_xlabel()
+    plt.close("all")
+
+
+@pytest.mark.slow
+def test_notebook_runs_with_own_predictions_and_gives_identical_results_twice(tmp_path):
+    from helpers.data import gears_simulation_split, load_dataset, profiles
+    from helpers.runner import run_notebook
+
+    adata = load_dataset("adamson_like")
+    table = profiles(adata)
+    split = gears_simulation_split([p for p in table.index if p != "control"], seed=1)
+    own = table.loc[list(split.train)].mean() + 0.01  # "my model": the training mean shifted a little
+    pd.DataFrame([own.to_numpy()] * len(split.evaluated), index=pd.Index(list(split.evaluated), name="perturbation"),
+                 columns=table.columns).to_csv(tmp_path / "mine.csv")
+    params = {"datasets": ["adamson_like"], "seeds": [1], "models": ["mean", "linear", "linear (P from other screen)", "MLP (torch)"],
+              "predictions": str(tmp_path / "mine.csv"), "predictions_name": "my model", "n_bootstrap": 500}
+    paths = []
+    for run in ("a", "b"):
+        run_notebook("unseen_perturbations", params, tmp_path / run)
+        paths.append(tmp_path / run / "unseen_perturbations.results.csv")
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    results = check_results(pd.read_csv(paths[0]))
+    assert set(results["model"]) == {"mean", "linear", "linear (P from other screen)", "MLP (torch)", "my model"}
+    assert set(results["metric"]) == {"l2", "pearson_delta_vs_control"}
+    mine = results[(results["model"] == "my model") & (results["metric"] == "l2")]
+    assert len(mine) == len(split.evaluated)
+    # the common set is what every model predicted: the other-screen P cannot embed everything on adamson_like
+    common = results[results["common"]]
+    assert 0 < common["perturbation"].nunique() < len(split.evaluated)
