@@ -100,8 +100,8 @@ class Preset:
     ``scale`` multiplies the number of single perturbations, of double perturbations and of
     control cells (per context, rounded, at least 1 single, 2 if there are doubles); cells per
     perturbation, genes and every effect are unchanged. Because a screen perturbs the first
-    targets of its biology's pool, a smaller scale gives a subset of the perturbations of a
-    larger one, with the same effects. ``overrides`` are :class:`SimulationParams` fields, or
+    targets of its biology's pool, the singles of a smaller scale are a subset of those of a
+    larger one, with the same effects (the doubles are drawn anew among the singles). ``overrides`` are :class:`SimulationParams` fields, or
     :class:`ContextParams` fields (then applied to every context).
     """
 
