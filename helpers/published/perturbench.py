@@ -10,6 +10,11 @@ suite's ``rank_cosine_delta_vs_control`` is the same rank idea on the change fro
 not on PerturBench's log2 fold change, so it is not listed as the same metric. The
 original name is always in ``published_metric``. PerturBench's rank metric is 0 for a
 perfect and about 0.5 for a random or mode-collapsed model.
+
+Dataset names are PerturBench's (``Norman19``, ``Srivatsan20``): its Norman19 starts from the
+scPerturb file that the registry downloads as ``norman2019_scperturb`` but is processed
+differently (4,000 HVGs ∪ DEGs ∪ targets, PerturBench's own splits), so numbers computed on
+the registry's version are not the same experiment.
 """
 
 from __future__ import annotations
