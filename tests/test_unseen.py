@@ -155,3 +155,40 @@ def test_notebook_runs_with_own_predictions_and_gives_identical_results_twice(tm
     # the common set is what every model predicted: the other-screen P cannot embed everything on adamson_like
     common = results[results["common"]]
     assert 0 < common["perturbation"].nunique() < len(split.evaluated)
+
+
+@pytest.mark.slow
+def test_notebook_on_downloaded_data_shows_published_numbers_side_by_side(tmp_path, monkeypatch):
+    """A cached 'adamson2016' (here: a simulated screen written in the GEARS format) takes the same-data branch."""
+    import json
+    import zipfile
+
+    import scipy.sparse as sp
+
+    from helpers.data import load_dataset
+    from helpers.runner import run_notebook
+
+    sim = load_dataset("adamson_like")
+    labels = sim.obs["perturbation"].astype(str)
+    obs = pd.DataFrame({"condition": np.where(labels == "control", "ctrl", labels + "+ctrl"), "cell_type": "K562"},
+                       index=sim.obs_names)
+    gears = ad.AnnData(X=sp.csr_matrix(sim.X), obs=obs,
+                       var=pd.DataFrame({"gene_name": sim.var_names}, index=[f"ENSG{i:06d}" for i in range(sim.n_vars)]))
+    cache = tmp_path / "cache"
+    (cache / "tmp").mkdir(parents=True)
+    gears.write_h5ad(cache / "tmp" / "perturb_processed.h5ad")
+    with zipfile.ZipFile(cache / "adamson.zip", "w") as zf:
+        zf.write(cache / "tmp" / "perturb_processed.h5ad", "adamson/perturb_processed.h5ad")
+    monkeypatch.setenv("PERTURB_DATA_CACHE", str(cache))
+    monkeypatch.setenv("PERTURB_DATA_MIRROR", "http://127.0.0.1:9")  # nothing else may be fetched
+
+    params = {"datasets": ["adamson2016"], "seeds": [1], "models": ["mean", "linear", "linear (P from other screen)"],
+              "n_bootstrap": 200}
+    run_notebook("unseen_perturbations", params, tmp_path / "run")
+    nb = json.loads((tmp_path / "run" / "unseen_perturbations.ipynb").read_text())
+    text = "\n".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/markdown", ""))
+                     for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []))
+    assert "the same data as the paper's `adamson2016`" in text
+    assert "could not download replogle2022_k562_essential" in text or "cannot be loaded" in text
+    results = pd.read_csv(tmp_path / "run" / "unseen_perturbations.results.csv")
+    assert set(results["model"]) == {"mean", "linear"}
