@@ -97,3 +97,12 @@ def test_bad_input():
         MLPModel(embedding="scgpt").fit(_pseudobulk(table))
     with pytest.raises(DataError, match="at least 2"):
         MLPModel(embedding=emb.iloc[:1]).fit(_pseudobulk(table))
+
+
+def test_global_torch_generator_is_left_alone():
+    table, emb = _nonlinear_screen(n_perts=20)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    MLPModel(embedding=emb, max_epochs=2).fit(_pseudobulk(table))
+    assert torch.equal(torch.rand(3), expected)

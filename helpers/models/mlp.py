@@ -42,8 +42,8 @@ class MLPModel(PerturbationModel):
     is not measured cannot be embedded), ``"random"`` or a genes x K DataFrame (e.g. a GO
     embedding). Doubles get the sum of their genes' embeddings.
 
-    Determinism: all randomness (initialisation, shuffling, dropout) comes from a
-    ``torch.Generator`` seeded with ``seed``; the fit runs with
+    Determinism: all randomness (initialisation, shuffling, dropout) comes from generators
+    seeded with ``seed`` (torch's global generator is restored afterwards); the fit runs with
     ``torch.use_deterministic_algorithms(True)`` and ``n_threads`` threads (both restored
     afterwards), so the same data and parameters give identical predictions. ``max_seconds``
     stops training early on a slow machine; that breaks reproducibility, so the default is
@@ -196,9 +196,10 @@ class MLPModel(PerturbationModel):
         sd = E.std(axis=0)
         scale = np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 1e-12)
 
-        with self._TorchState(self.n_threads) as torch:
+        with self._TorchState(self.n_threads) as torch, torch.random.fork_rng(devices=[]):
+            # initialisation and dropout draw from torch's global generator: seed it here, restore it on exit
+            torch.manual_seed(int(self.seed))
             gen = torch.Generator().manual_seed(int(self.seed))
-            torch.manual_seed(int(self.seed))  # layer initialisation uses the global generator
             net = self._network(E.shape[1], Y.shape[1])
             inputs = torch.from_numpy(((E - mu) * scale).astype(np.float32))
             targets = torch.from_numpy((Y - b).astype(np.float32))
