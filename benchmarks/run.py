@@ -77,6 +77,10 @@ def main(argv: list[str]) -> int:
             rows.append({"step": label, **r, "target": step.target})
             print(f"{label:<58} {r['seconds']:9.2f} {r['traced_mb']:15.0f} {r['rss_mb']:12.0f}  {step.target}", flush=True)
     out = HERE / "latest.json"
+    if argv and out.exists():  # a filtered run updates its steps and keeps the others
+        kept = [r for r in json.loads(out.read_text())["steps"] if r["step"] not in {x["step"] for x in rows}]
+        order = [f"{m.removeprefix('bench_')}: {s.name}" for m in modules for s in _steps(m)]
+        rows = sorted(kept + rows, key=lambda r: order.index(r["step"]) if r["step"] in order else len(order))
     out.write_text(json.dumps({"when": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(), "steps": rows}, indent=2))
     print(f"\nwrote {out.relative_to(HERE.parent)}")
     return 1 if failed else 0
