@@ -338,3 +338,39 @@ def test_systema_notebook_parameters_are_all_visible_to_papermill():
                 "sweep_scale", "run_calibration", "output_dir"}
     assert set(params) == expected
     assert params["dataset"] == '"norman_like"' and params["output_dir"] == '"."'
+
+
+def test_systema_plots_draw_labelled_figures():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from helpers.plots import systema as plots
+
+    screens = {"weak": toy_screen(0.2), "strong": toy_screen(2.0)}
+    scores, cosines = sysm.dataset_scores(screens)
+    ax = plots.cosine_distributions(cosines, scores, published=pd.Series({"strong": 0.7}))
+    assert ax.get_ylabel() and ax.get_title()
+    ax = plots.shift_decomposition(sysm.shift_decomposition(changes(screens["strong"])), "strong")
+    assert "average shift" in ax.get_xlabel()
+    summary = pd.DataFrame({"model": ["m", "m", "n", "n"], "metric": ["pearson_delta_vs_control", "pearson_delta_vs_perturbed_mean"] * 2,
+                            "mean": [0.5, 0.1, np.nan, 0.2], "se": [0.01, 0.02, np.nan, 0.01]})
+    ax = plots.reference_comparison(summary)
+    assert any("undefined" in t.get_text() for t in ax.texts)  # NaN is written, not drawn as 0
+    sweep_table = pd.DataFrame({"systematic_strength": [0, 0, 1, 1], "systematic_variation": [0.2, 0.2, 0.8, 0.8],
+                                "model": "m", "metric": ["pearson_delta_vs_control", "pearson_delta_vs_perturbed_mean"] * 2,
+                                "value": [0.2, 0.0, 0.8, 0.05]})
+    ax = plots.sweep(sweep_table, "m", {"r": 0.99, "n_screens": 2})
+    assert "r = 0.99" in ax.get_title() and len(ax.lines) >= 2
+    table = pd.DataFrame({"model": ["a", "b"] * 3, "metric": ["rmse"] * 2 + ["rank_rmse"] * 2 + ["centroid_accuracy"] * 2,
+                          "mean": [0.1, 0.1, 0.5, 0.0, 0.5, 1.0]})
+    assert len(plots.mode_collapse(table, chance={"rank_rmse": 0.5}).axes) == 3
+    drf = pd.DataFrame({"drf_technical duplicate": [0.9, -0.2], "drf_interpolated duplicate": [0.8, 0.1]}, index=["rank_rmse", "mse"])
+    ax = plots.calibration(drf)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["mse", "rank_rmse"]
+    doubles = pd.DataFrame({"seen_genes": [0, 1, 2] * 4, "model": ["x"] * 6 + ["y"] * 6,
+                            "metric": (["pearson_delta_vs_control"] * 3 + ["pearson_delta_vs_perturbed_mean"] * 3) * 2,
+                            "value": np.linspace(-0.2, 0.9, 12)})
+    assert len(plots.doubles_figure(doubles).axes) == 2
+    plt.close("all")

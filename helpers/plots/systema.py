@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import warnings
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+
+def _boxplot(**kwargs):
+    """``seaborn.boxplot`` without its matplotlib 3.11 deprecation notice (seaborn 0.13 still passes ``vert``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*vert: bool was deprecated", category=DeprecationWarning)
+        return sns.boxplot(**kwargs)
+
 
 #: Colours of the two references a change can be taken against.
 REFERENCE_COLOURS = {"control": "#d62728", "perturbed_mean": "#1f77b4"}
@@ -28,7 +37,7 @@ def cosine_distributions(cosines: pd.DataFrame, scores: pd.DataFrame, published:
     order = scores.sort_values("systematic_variation")["dataset"].tolist()
     if ax is None:
         _, ax = plt.subplots(figsize=(max(5.0, 1.5 * len(order) + 2), 4.0))
-    sns.boxplot(data=cosines, x="dataset", y="cosine", order=order, ax=ax, color="#c6dbef", fliersize=0, width=0.55)
+    _boxplot(data=cosines, x="dataset", y="cosine", order=order, ax=ax, color="#c6dbef", fliersize=0, width=0.55)
     sns.stripplot(data=cosines, x="dataset", y="cosine", order=order, ax=ax, color="#08519c", size=2.2, alpha=0.45, jitter=0.22)
     means = scores.set_index("dataset").loc[order, "systematic_variation"].to_numpy()
     ax.scatter(range(len(order)), means, marker="D", s=55, color="black", zorder=5, label="score (mean cosine), this run")
@@ -187,7 +196,7 @@ def doubles_by_seen(frame: pd.DataFrame, metric: str, ax=None, legend: bool = Tr
     order = [f"{k} of 2 seen" for k in (0, 1, 2) if (sub["seen_genes"] == k).any()]
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 3.8))
-    sns.boxplot(data=sub, x="seen", y="value", hue="model", order=order, ax=ax, fliersize=2, palette="Set2")
+    _boxplot(data=sub, x="seen", y="value", hue="model", order=order, ax=ax, fliersize=2, palette="Set2")
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xlabel("genes of the double seen as single perturbations in training")
     ax.set_ylabel(metric)
@@ -197,3 +206,20 @@ def doubles_by_seen(frame: pd.DataFrame, metric: str, ax=None, legend: bool = Tr
     elif ax.get_legend() is not None:
         ax.get_legend().remove()
     return ax
+
+
+def doubles_figure(frame: pd.DataFrame):
+    """Two stacked panels of :func:`doubles_by_seen`: PearsonΔ against control and against the perturbed mean."""
+    fig, axes = plt.subplots(2, 1, figsize=(7.5, 8.0), sharex=True)
+    doubles_by_seen(frame, "pearson_delta_vs_control", ax=axes[0], legend=False)
+    doubles_by_seen(frame, "pearson_delta_vs_perturbed_mean", ax=axes[1], legend=False)
+    axes[0].set_title("PearsonΔ against control")
+    axes[1].set_title("PearsonΔ against the perturbed mean (`mean`: undefined)")
+    for ax in axes:
+        ax.set_ylabel("PearsonΔ")
+    axes[0].set_xlabel("")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncols=len(labels), fontsize=9)
+    fig.suptitle("2-gene test perturbations, by their genes seen as training singles", fontweight="bold")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
