@@ -214,24 +214,28 @@ def run_seed(
 
 
 def exclusion_table(results: Sequence[SeedResult]) -> pd.DataFrame:
-    """Per seed and model: doubles predicted, excluded, and the reasons (counted)."""
+    """Per seed and model: evaluated doubles, how many the model predicts and excludes, common-set membership."""
     rows = []
     for r in results:
         for model, bad in r.excluded.items():
-            reasons = pd.Series(list(bad.values()), dtype=object).value_counts()
-            rows.append(
-                {
-                    "seed": r.seed,
-                    "model": model,
-                    "evaluated doubles": len(r.evaluated),
-                    "predicted": len(r.evaluated) - len(bad),
-                    "excluded": len(bad),
-                    "excluded doubles": ", ".join(sorted(bad)[:6]) + (" ..." if len(bad) > 6 else ""),
-                    "reasons": "; ".join(f"{n} x {why}" for why, n in reasons.items()),
-                    "in common set": model not in r.dropped,
-                }
-            )
+            rows.append({"seed": r.seed, "model": model, "evaluated": len(r.evaluated), "predicted": len(r.evaluated) - len(bad),
+                         "excluded": len(bad), "in common set": model not in r.dropped})
     return pd.DataFrame(rows)
+
+
+def exclusion_reasons(results: Sequence[SeedResult]) -> pd.DataFrame:
+    """Every excluded (model, double) with its reason and the seeds in which it was evaluated and excluded.
+
+    Columns ``model, reason, perturbation, seeds`` (e.g. ``"1, 3"``), sorted by model and reason.
+    """
+    seen: dict[tuple[str, str, str], list[int]] = {}
+    for r in results:
+        for model, bad in r.excluded.items():
+            for p, why in bad.items():
+                seen.setdefault((model, why, p), []).append(r.seed)
+    rows = [{"model": m, "reason": why, "perturbation": p, "seeds": ", ".join(map(str, s))} for (m, why, p), s in seen.items()]
+    frame = pd.DataFrame(rows, columns=["model", "reason", "perturbation", "seeds"])
+    return frame.sort_values(["model", "reason", "perturbation"], kind="stable").reset_index(drop=True)
 
 
 def per_perturbation_metrics(
@@ -348,6 +352,7 @@ __all__ = [
     "SeedResult",
     "cumulative_error",
     "detection_scores",
+    "exclusion_reasons",
     "exclusion_table",
     "make_model",
     "mean_se",

@@ -13,6 +13,7 @@ from helpers.doubles import (
     MODELS,
     cumulative_error,
     detection_scores,
+    exclusion_reasons,
     exclusion_table,
     make_model,
     mean_se,
@@ -69,8 +70,12 @@ def test_exclusions_and_common_set(result):
     assert "linear" in result.dropped and "linear" not in result.predictions
     assert result.common == [p for p in evaluated if p not in with_t6]
     table = exclusion_table([result]).set_index("model")
-    assert table.loc["additive", "excluded"] == len(with_t6)
+    assert table.loc["additive", "excluded"] == len(with_t6) and table.loc["additive", "evaluated"] == len(evaluated)
     assert not table.loc["linear", "in common set"] and table.loc["additive", "in common set"]
+    reasons = exclusion_reasons([result, result])
+    additive = reasons[reasons["model"] == "additive"]
+    assert sorted(additive["perturbation"]) == sorted(with_t6) and set(additive["seeds"]) == {"1, 1"}
+    assert set(reasons["model"]) == {"additive", "linear"}
     assert set(result.fits["model"]) == {"no change", "additive", "mean", "linear"}
 
 
@@ -163,3 +168,28 @@ def test_bring_your_own_predictions(screen, tmp_path):
     table.iloc[:, :5].rename_axis("perturbation").to_csv(bad)
     with pytest.raises(DataError, match="lack"):
         run_seed(adata, genes, 1, {"mine": PredictionsFile(bad, name="mine", style="scperturb")})
+
+
+@pytest.mark.slow
+def test_notebook_runs_on_the_real_subset_with_predictions_file(tmp_path):
+    """The chapter on the embedded real cells (seed 1), with a bring-your-own file, and twice the same numbers."""
+    from helpers.data import load_dataset
+    from helpers.runner import run_notebook
+
+    adata = load_dataset("norman2019_subset")
+    obs = profiles(adata)
+    table = obs.loc[[p for p in obs.index if "+" in p]]  # an "oracle": the observed doubles
+    path = tmp_path / "oracle.csv"
+    table.rename_axis("perturbation").to_csv(path)
+    params = {"dataset": "norman2019_subset", "seeds": [1], "predictions": str(path),
+              "models": ["no change", "additive", "linear", "decoder only (torch)"]}
+    csvs = []
+    for run in ("a", "b"):
+        run_notebook("double_perturbations", params, out_dir=tmp_path / run)
+        csvs.append((tmp_path / run / "double_perturbations.results.csv").read_bytes())
+    assert csvs[0] == csvs[1]
+    results = pd.read_csv(tmp_path / "a" / "double_perturbations.results.csv")
+    assert {"no change", "additive", "decoder only (torch)", "oracle"} <= set(results["model"])
+    assert "linear" not in set(results["model"])  # its targets are not measured: reported and dropped
+    oracle = results[(results["model"] == "oracle") & (results["metric"] == "l2")]["value"]
+    assert len(oracle) and oracle.max() < 1e-6
