@@ -408,15 +408,18 @@ def evaluate_context(
 
     Returns
     -------
-    (per_perturbation, log)
+    (per_perturbation, log, skipped)
         ``per_perturbation``: columns ``model, kind, embedding, head, fold, perturbation, l2``;
         ``log``: one row per (model, fold) from the regressor (chosen hyperparameter, counts
-        of perturbations without embedding).
+        of perturbations without embedding); ``skipped``: model -> reason, for embeddings that
+        cover too few training perturbations to be fitted at all (e.g. an expression-based
+        embedding when most targets are not measured). Such a model is left out entirely, not
+        replaced by the training mean.
     """
-    from .models.embedding_regressor import HEAD_LABELS, cross_validate, model_label
+    from .models.embedding_regressor import HEAD_LABELS, TooFewEmbeddedError, cross_validate, model_label
 
     folds_of = fold_of(folds)
-    rows, logs = [], []
+    rows, logs, skipped = [], [], {}
 
     def add(model, kind, embedding, head, values: pd.Series):
         frame = pd.DataFrame({"perturbation": values.index.astype(str), "l2": values.to_numpy(dtype=np.float64)})
@@ -429,8 +432,12 @@ def evaluate_context(
         add(name, "null method", "", "", per_perturbation_l2(pred, changes))
     jobs = [(source, head) for head in heads for source in sources]
     for source, head in _progress(jobs, "embeddings", progress):
-        pred, log = cross_validate(changes, folds, source, head=head, seed=seed, **regressor_kwargs)
         model = model_label(source.name, head)
+        try:
+            pred, log = cross_validate(changes, folds, source, head=head, seed=seed, **regressor_kwargs)
+        except TooFewEmbeddedError as err:
+            skipped[model] = str(err)
+            continue
         add(model, source.kind, source.name, HEAD_LABELS[head], per_perturbation_l2(pred, changes))
         logs.append(log.assign(model=model, kind=source.kind))
     tested = folds_of.index.intersection(changes.index)
@@ -449,4 +456,4 @@ def evaluate_context(
         raise DataError("some evaluated perturbations belong to no fold.")
     out["fold"] = out["fold"].astype(int)
     log = pd.concat(logs, ignore_index=True) if logs else pd.DataFrame()
-    return out, log
+    return out, log, skipped

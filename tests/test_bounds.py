@@ -243,7 +243,8 @@ def test_evaluate_context_end_to_end_without_leaks():
         EmbeddingSource("PCA of training labels", "null method", lambda train, everything: label_pca_embedding(train, 5), per_fold=True),
     ]
     q90 = pd.Series(0.3 * np.sqrt(30) * 1.1, index=perts)
-    per, log = evaluate_context(observed, folds, sources, heads=("knn",), bootstrap_q90=q90, truth=truth, k_grid=(3, 5))
+    per, log, skipped = evaluate_context(observed, folds, sources, heads=("knn",), bootstrap_q90=q90, truth=truth, k_grid=(3, 5))
+    assert skipped == {}
     assert set(per["model"]) == {TRAIN_MEAN, NO_CHANGE, "program (kNN)", "PCA of training labels (kNN)", EXPERIMENTAL_ERROR, TRUE_ERROR}
     assert (per.groupby("model").size() == 40).all()
     assert set(log["fold"]) == set(range(5))
@@ -255,3 +256,51 @@ def test_evaluate_context_end_to_end_without_leaks():
     assert table.loc["program (kNN)", "fraction_gap_closed"] > table.loc["PCA of training labels (kNN)", "fraction_gap_closed"]
     with pytest.raises(DataError, match="no bootstrap error for 1"):
         evaluate_context(observed, folds, sources[:1], bootstrap_q90=q90.drop("G00"))
+    # an embedding covering too few perturbations is left out with its reason, not replaced by the mean
+    sparse = fixed_source("sparse", onehot.iloc[:6])
+    per, _, skipped = evaluate_context(observed, folds, [sparse], k_grid=(3,))
+    assert "sparse (kNN)" not in set(per["model"]) and "only" in skipped["sparse (kNN)"]
+
+
+# ---------------------------------------------------------------------------- the notebook
+
+
+def _fake_essential_pseudobulk(path):
+    """A file in the format of Cole et al.'s essential_pseudobulk_deltas_all_perts.h5ad, from a small simulation."""
+    from helpers.data import load_dataset
+
+    sim = load_dataset("essential_like", scale=0.4)
+    rows, blocks = [], []
+    for ctx, frame in context_changes(sim).items():
+        folds = {p: k for k, split in enumerate(kfold_split(list(frame.index), 5, seed=3)) for p in split.test}
+        rows += [{"gene": p, "cell_line": ctx.removesuffix("_like"), "test_split": folds[p]} for p in frame.index]
+        blocks.append(frame.to_numpy())
+    obs = pd.DataFrame(rows, index=[f"row{i}" for i in range(len(rows))])
+    ad.AnnData(X=np.vstack(blocks).astype(np.float32), obs=obs, var=pd.DataFrame(index=frame.columns)).write_h5ad(path)
+    return list(frame.columns)
+
+
+@pytest.mark.slow
+def test_notebook_on_the_published_file_with_own_embeddings_twice(tmp_path, monkeypatch):
+    from helpers.data.registry import DOWNLOADS
+    from helpers.runner import run_notebook
+
+    monkeypatch.setenv("PERTURB_DATA_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    genes = _fake_essential_pseudobulk(tmp_path / "cache" / DOWNLOADS["essential_pseudobulk"].filename)
+    own = pd.DataFrame(np.random.default_rng(0).normal(size=(len(genes) - 40, 8)), index=pd.Index(genes[40:], name="symbol"))
+    own.to_csv(tmp_path / "fm.csv")
+    params = {"dataset": "essential_pseudobulk", "models": ["random", "other contexts"], "embeddings_file": str(tmp_path / "fm.csv"),
+              "embeddings_name": "my foundation model"}
+    first = run_notebook("progress_bars", params, tmp_path / "run1")
+    run_notebook("progress_bars", params, tmp_path / "run2")
+    a = (tmp_path / "run1" / "progress_bars.results.csv").read_bytes()
+    assert a == (tmp_path / "run2" / "progress_bars.results.csv").read_bytes()
+    results = pd.read_csv(tmp_path / "run1" / "progress_bars.results.csv", keep_default_na=False)
+    assert set(results["context"]) == {"K562", "HepG2", "Jurkat", "RPE1"}
+    assert "my foundation model (kNN)" in set(results["model"])
+    assert EXPERIMENTAL_ERROR not in set(results["model"])  # no cells, no bootstrap
+    assert "fraction_gap_closed" in set(results["metric"])
+    text = first.path.read_text()
+    assert "Same data as the paper" in text and "No bootstrap" in text
+    assert "Traceback" not in text

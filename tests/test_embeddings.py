@@ -182,3 +182,22 @@ def test_idealized_embedding_is_labelled_a_cheater():
 
 def test_single_gene_perturbations():
     assert single_gene_perturbations(["control", "A", "A+B", "C"]) == ["A", "C"]
+
+
+@pytest.mark.parametrize("shape", [(30, 8), (8, 30)])
+def test_exact_pca_matches_sklearn_up_to_sign(shape):
+    from sklearn.decomposition import PCA
+
+    from helpers.embeddings import ExactPCA
+
+    X = np.random.default_rng(7).normal(size=shape) @ np.diag(np.linspace(3, 0.5, shape[1]))
+    k = 5
+    mine = ExactPCA(k).fit(X)
+    ref = PCA(k, svd_solver="full").fit(X)
+    signs = np.sign((mine.components_ * ref.components_).sum(axis=1))
+    np.testing.assert_allclose(mine.components_ * signs[:, None], ref.components_, atol=1e-8)
+    np.testing.assert_allclose(mine.transform(X) * signs, ref.transform(X), atol=1e-8)
+    np.testing.assert_allclose(mine.explained_variance_, ref.explained_variance_, rtol=1e-8)
+    # more components than the centred rank: the extra ones score 0
+    full = ExactPCA(10).fit_transform(X[:4])
+    assert full.shape == (4, 4) and np.allclose(full[:, 3], 0.0)

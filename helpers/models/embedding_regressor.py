@@ -51,6 +51,10 @@ HEADS = ("knn", "lasso")
 HEAD_LABELS = {"knn": "kNN", "lasso": "Lasso"}
 
 
+class TooFewEmbeddedError(DataError):
+    """Too few training perturbations have an embedding to fit the regressor at all."""
+
+
 def one_blas_thread(func):
     """Run ``func`` with one BLAS and one OpenMP thread.
 
@@ -277,7 +281,7 @@ class EmbeddingRegressor(PerturbationModel):
         self.fit_log_ = []
         n = len(names)
         if n < 2 * self.inner_folds:
-            raise DataError(
+            raise TooFewEmbeddedError(
                 f"only {n} training perturbations have an embedding; the inner {self.inner_folds}-fold "
                 f"cross-validation needs at least {2 * self.inner_folds}."
             )
