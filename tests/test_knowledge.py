@@ -16,7 +16,11 @@ from helpers.data.pseudobulk import profiles
 from helpers.knowledge import GENE_GO_PATH, genes_without_go, go_embedding, go_membership, go_similarity, load_gene_go
 from helpers.models.knowledge import GORandomForest
 
-NORMAN = Path("/work/shared/data/norman2019_subset.h5ad")
+ROOT = Path(__file__).resolve().parents[1]
+NORMAN = next(
+    (p for p in (ROOT / "data" / "norman2019_subset.h5ad", Path("/work/shared/data/norman2019_subset.h5ad")) if p.exists()),
+    ROOT / "data" / "norman2019_subset.h5ad",
+)
 
 # A toy annotation: 5 genes, hand-checkable overlaps. "Z" has no terms, "U" only a term of its own.
 TOY = {
