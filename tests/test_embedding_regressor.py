@@ -85,10 +85,16 @@ def test_lasso_closed_form_equals_coordinate_descent():
         ref = Lasso(alpha=alpha, tol=1e-14, max_iter=100_000).fit(Z, Y)
         np.testing.assert_allclose(head.coefficients(alpha), ref.coef_.T, atol=1e-9)
         np.testing.assert_allclose(head.predict(Z[:4], [alpha])[0], ref.predict(Z[:4]), atol=1e-9)
-    skew = _LassoHead().fit(Z + 0.3 * Z[:, [0]], Y)  # correlated design: falls back to coordinate descent
+    skew = _LassoHead(tol=1e-14).fit(Z + 0.3 * Z[:, [0]], Y)  # correlated design: coordinate descent on the Gram matrix
     assert not skew.orthogonal
-    ref = Lasso(alpha=0.1, max_iter=5000).fit(Z + 0.3 * Z[:, [0]], Y)
-    np.testing.assert_allclose(skew.coefficients(0.1), ref.coef_.T, atol=1e-8)
+    for alpha in (1.0, 0.1, 1e-3):  # in this order the later fits start warm from the earlier ones
+        ref = Lasso(alpha=alpha, tol=1e-14, max_iter=100_000).fit(Z + 0.3 * Z[:, [0]], Y)
+        np.testing.assert_allclose(skew.coefficients(alpha), ref.coef_.T, atol=1e-8)
+        np.testing.assert_allclose(skew.predict(Z[:3] + 0.3 * Z[:3, [0]], [alpha])[0], ref.predict(Z[:3] + 0.3 * Z[:3, [0]]), atol=1e-8)
+    # at scikit-learn's default tolerance both stop close to the optimum
+    loose = _LassoHead().fit(Z + 0.3 * Z[:, [0]], Y)
+    ref = Lasso(alpha=0.01).fit(Z + 0.3 * Z[:, [0]], Y)
+    np.testing.assert_allclose(loose.coefficients(0.01), ref.coef_.T, atol=1e-3)
 
 
 def test_knn_k_is_capped_at_the_inner_training_size():
