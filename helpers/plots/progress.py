@@ -168,8 +168,8 @@ def bootstrap_vs_true(per_perturbation: pd.DataFrame, ax=None, title: str | None
     ax.plot(lim, lim, color="black", lw=1, ls="--", label="bootstrap = truth")
     ax.set_xlim(lim)
     ax.set_ylim(lim)
-    ax.set_xlabel("true measurement error ||Δ_observed − Δ_true||₂")
-    ax.set_ylabel("bootstrap experimental error (0.9 quantile)")
+    ax.set_xlabel("true measurement error ||Δ_observed − Δ_true||₂ (L2, log-normalised units)")
+    ax.set_ylabel("bootstrap experimental error, 0.9 quantile (L2)")
     ax.set_title(title or "How tight is the bootstrap bound? (simulation: truth known)")
     ax.legend(fontsize=8, loc="upper left")
     return ax
