@@ -89,6 +89,12 @@ def test_metrics_by_hand(screen, result):
     row = table[(table["model"] == "no change") & (table["perturbation"] == p) & (table["metric"] == "l2")]["value"].item()
     assert row == pytest.approx(np.sqrt(((obs.loc[p, genes] - control[genes]) ** 2).sum()))
     assert np.isnan(table[(table["model"] == "no change") & (table["metric"] == "pearson_delta_vs_control")]["value"]).all()
+    # PearsonΔ of the additive prediction, by hand: cor(ΔA + ΔB, ΔAB) over the gene set
+    a, b = p.split("+")
+    add_change = obs.loc[a, genes] + obs.loc[b, genes] - 2 * control[genes]
+    r = np.corrcoef(add_change, obs.loc[p, genes] - control[genes])[0, 1]
+    got = table[(table["model"] == "additive") & (table["perturbation"] == p) & (table["metric"] == "pearson_delta_vs_control")]
+    assert got["value"].item() == pytest.approx(r)
     splits = table.drop_duplicates("perturbation").set_index("perturbation")["split"]
     assert set(splits[list(result.split.test)]) == {"test"} and set(splits[list(result.split.val)]) == {"val"}
     # doubles outside the common set are still scored for the models that predict them, flagged

@@ -83,6 +83,10 @@ def test_recovers_known_mixture():
     np.testing.assert_allclose(fit.fdr_at(grid), true_fdr, atol=0.1)
     assert fit.fdr_at([0.0])[0] == 1.0  # the centre is null
     assert (fit.fdr[z > 4.5] < 0.02).all()  # the far tail is almost surely non-null
+    # R's polynomial alternative (type = 1) gives the same null and nearly the same fdr
+    poly = locfdr(z, basis="polynomial")
+    assert poly.delta == fit.delta and poly.sigma == fit.sigma and poly.p0 == fit.p0  # the ML null ignores the histogram
+    np.testing.assert_allclose(poly.fdr_at(grid), fit.fdr_at(grid), atol=0.05)
     # the other nulls are estimated too and roughly agree
     assert set(fit.estimates.index) == {"theoretical", "central matching", "maximum likelihood"}
     assert fit.estimates.loc["central matching", "sigma"] == pytest.approx(1.0, abs=0.15)

@@ -266,7 +266,15 @@ def _central_matching(x, logf, f, z, pct0):
 # the estimator
 # ---------------------------------------------------------------------------------------
 
-def locfdr(z, bre: int = 120, df: int = 7, pct0: float = 0.25, nulltype: int = 1) -> LocfdrResult:
+def polynomial_basis(x: np.ndarray, df: int) -> np.ndarray:
+    """Orthonormal basis of the polynomials of degree ``df`` in ``x`` (with intercept), R's ``cbind(1, poly(x, df))``."""
+    x = np.asarray(x, dtype=float)
+    u = (x - x.mean()) / (x.std() or 1.0)
+    q, _ = np.linalg.qr(np.vander(u, df + 1, increasing=True))
+    return q
+
+
+def locfdr(z, bre: int = 120, df: int = 7, pct0: float = 0.25, nulltype: int = 1, basis: str = "spline") -> LocfdrResult:
     """Local false discovery rate of every value, with an empirical null (Efron's locfdr).
 
     See the module docstring for the method. Defaults are those of the R package
@@ -286,6 +294,9 @@ def locfdr(z, bre: int = 120, df: int = 7, pct0: float = 0.25, nulltype: int = 1
         the theoretical :math:`p_0`.
     nulltype
         0 theoretical :math:`N(0,1)`, 1 maximum likelihood, 2 central matching.
+    basis
+        ``"spline"`` (natural cubic spline, R's ``type = 0``, default) or ``"polynomial"``
+        (R's ``type = 1``) for the Poisson regression of the counts.
 
     Raises
     ------
@@ -296,6 +307,8 @@ def locfdr(z, bre: int = 120, df: int = 7, pct0: float = 0.25, nulltype: int = 1
     z = np.asarray(z, dtype=float).ravel()
     if nulltype not in (0, 1, 2):
         raise ValueError("nulltype must be 0 (theoretical), 1 (maximum likelihood) or 2 (central matching)")
+    if basis not in ("spline", "polynomial"):
+        raise ValueError("basis must be 'spline' or 'polynomial'")
     if not np.isfinite(z).all():
         raise LocfdrError(f"{int((~np.isfinite(z)).sum())} values are NaN or infinite; remove them first.")
     N = z.size
@@ -309,7 +322,8 @@ def locfdr(z, bre: int = 120, df: int = 7, pct0: float = 0.25, nulltype: int = 1
         raise LocfdrError("all values are equal; there is nothing to separate.")
     _, x, y = _histogram(z, lo, hi, bre)
     K = x.size
-    f = poisson_fit(natural_spline_basis(x, df), y)
+    design = natural_spline_basis(x, df) if basis == "spline" else polynomial_basis(x, df)
+    f = poisson_fit(design, y)
     logf = np.log(f)
     misfit = float(np.sum(((y - f) / np.sqrt(f + 1))[1 : K - 1] ** 2) / (K - 2 - df))
     messages = []
