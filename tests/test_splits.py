@@ -52,6 +52,7 @@ def test_double_perturbation_split_counts():
     assert counts.loc["train", "doubles"] == 62
     assert counts.loc["test", "doubles"] == 31 and counts.loc["val", "doubles"] == 31
     assert len(split.evaluated) == 62
+    assert all(type(p) is str for p in split.train + split.val + split.test)
     assert split == double_perturbation_split(singles + doubles, seed=1)
     assert split.test != double_perturbation_split(singles + doubles, seed=2).test
 

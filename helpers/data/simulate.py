@@ -157,7 +157,7 @@ _ESSENTIAL_FULL = dict(n_genes=5000, n_programs=40, program_size=50, effect_size
 #: cells (little signal to find); RPE1 large, more cell-line-specific effects (most headroom).
 K562 = ContextParams("K562_like", effect_scale=1.0, similarity=0.8, systematic_strength=0.07, idiosyncratic_scale=1.0)
 HEPG2 = ContextParams("HepG2_like", effect_scale=1.2, similarity=0.7, systematic_strength=0.12, library_scale=0.8, idiosyncratic_scale=1.2)
-JURKAT = ContextParams("Jurkat_like", effect_scale=0.6, similarity=0.75, systematic_strength=0.07, library_scale=0.6, dispersion_scale=1.3)
+JURKAT = ContextParams("Jurkat_like", effect_scale=0.95, similarity=0.75, systematic_strength=0.07, library_scale=0.75, dispersion_scale=1.15)
 RPE1 = ContextParams("RPE1_like", effect_scale=1.5, similarity=0.6, systematic_strength=0.24, idiosyncratic_scale=1.5)
 
 
@@ -206,7 +206,7 @@ def _make_presets() -> dict[str, Preset]:
         add(f"replogle_rpe1_like{suffix}",
             _essential([_ctx(RPE1, 40 if small else 100, 1000 if small else 8000)], 300 if small else 1534, small),
             "Replogle-2022-like essential-gene CRISPRi screen in RPE1")
-        cells, controls = (30, 800) if small else (30, 3000)
+        cells, controls = (80, 1500) if small else (30, 3000)
         add(f"essential_like{suffix}",
             _essential([_ctx(c, cells, controls) for c in (K562, HEPG2, JURKAT, RPE1)], 300 if small else 2000, small),
             "Essential-gene CRISPRi screens in 4 cell lines (Nadig/Replogle-like)")

@@ -169,14 +169,14 @@ def double_perturbation_split(perturbations, seed: int = 1) -> Split:
     rng = np.random.RandomState(seed)
     double_train = rng.choice(doubles, size=len(doubles) // 2, replace=False)
     rest = np.array(sorted(set(doubles) - set(double_train)))
-    double_test = rng.choice(rest, size=len(rest) // 2, replace=False)
-    double_val = sorted(set(rest) - set(double_test))
+    double_test = rng.choice(rest, size=len(rest) // 2, replace=False).tolist()
+    double_val = sorted(set(rest.tolist()) - set(double_test))
     return Split(
         "double perturbation",
         seed,
         tuple(sorted(singles + double_train.tolist())),
         tuple(double_val),
-        tuple(sorted(double_test.tolist())),
+        tuple(sorted(double_test)),
     )
 
 
