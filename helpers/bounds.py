@@ -37,6 +37,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .data.canonical import CONTROL, DataError
+from .progress import progress as progress_bar
 
 #: Model names of the null methods and cheaters that are not embeddings.
 TRAIN_MEAN = "mean"
@@ -133,13 +134,8 @@ def fold_of(folds: Sequence) -> pd.Series:
 # ---------------------------------------------------------------------------------------
 
 def _progress(items, desc: str, show: bool):
-    """``items`` with a tqdm progress bar when ``show`` (imported only then: without ipywidgets,
-    ``tqdm.auto`` warns in a notebook)."""
-    if not show:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, leave=False)
+    """``items`` with a progress bar when ``show``."""
+    return progress_bar(items, desc=desc) if show else items
 
 
 def _stream(seed: int, label: str) -> np.random.Generator:

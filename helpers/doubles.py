@@ -45,32 +45,17 @@ MODELS = (
     "linear additive (torch)",
     "latent additive (torch)",
     "decoder only (torch)",
+    "GEARS",
 )
 TORCH_MODELS = ("linear additive (torch)", "latent additive (torch)", "decoder only (torch)")
+#: Models that train for a while (switched off together by the notebook's ``run_slow_models``).
+SLOW_MODELS = TORCH_MODELS + ("GEARS",)
 
 #: Per-double metrics written to the results table.
 METRICS = ("l2", "pearson_delta_vs_control", "pearson_delta_vs_perturbed_mean")
 
 
-def progress(iterable, **kwargs):
-    """A ``tqdm.auto`` progress bar, ``leave=False`` by default (clean book output).
-
-    Without ipywidgets, ``tqdm.auto`` falls back to a text bar and warns "IProgress not
-    found"; that harmless warning is silenced here.
-    """
-    import warnings
-
-    from tqdm import TqdmWarning
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="IProgress not found", category=TqdmWarning)
-        from tqdm.auto import tqdm
-
-        kwargs.setdefault("leave", False)
-        return tqdm(iterable, **kwargs)
-
-
-def make_model(name: str, seed: int = 0, torch_max_seconds: float = 60.0, torch_training: str = "pseudobulk"):
+def make_model(name: str, seed: int = 0, torch_max_seconds: float = 60.0, torch_training: str = "pseudobulk", gears_epochs: int = 2):
     """A fresh model by its result-table name.
 
     ``mean`` is the perturbation-weighted mean of the training profiles with the control
@@ -78,7 +63,8 @@ def make_model(name: str, seed: int = 0, torch_max_seconds: float = 60.0, torch_
     ``linear`` is :class:`helpers.models.linear.LinearModel` with the published K = 10,
     λ = 0.1, a double embedded as the sum of its two genes' embeddings. The torch models get
     ``seed``, a time bound of ``torch_max_seconds`` per fit and ``torch_training``
-    (``"pseudobulk"`` or ``"cells"``).
+    (``"pseudobulk"`` or ``"cells"``). ``GEARS`` is :class:`helpers.models.gears.GEARSModel`
+    trained for ``gears_epochs`` epochs in its own environment (built on first use).
     """
     from .models.baselines import Additive, MeanBaseline, NoChange
 
@@ -96,6 +82,10 @@ def make_model(name: str, seed: int = 0, torch_max_seconds: float = 60.0, torch_
         from .models.perturbench import MODELS as TORCH
 
         return TORCH[name](seed=seed, max_seconds=torch_max_seconds, training=torch_training)
+    if name == "GEARS":
+        from .models.gears import GEARSModel
+
+        return GEARSModel(epochs=gears_epochs, seed=seed, n_threads=1)
     raise DataError(f"unknown model {name!r}; choose from {list(MODELS)} (or give a predictions file).")
 
 
@@ -166,6 +156,11 @@ def run_seed(
         try:
             if name == "linear":
                 model.fit(train_all)
+            elif type(model).__name__ == "GEARSModel":
+                # GEARS fixes its graph of perturbable genes before training: give it the targets to predict
+                if model.perturbable_genes is None:
+                    model.perturbable_genes = sorted({g for p in evaluated for g in target_genes(p)})
+                model.fit(train_cells[:, genes].copy())
             elif name in TORCH_MODELS:
                 model.fit(train_genes)
             else:
@@ -348,6 +343,7 @@ __all__ = [
     "FDP_GRID",
     "METRICS",
     "MODELS",
+    "SLOW_MODELS",
     "TORCH_MODELS",
     "SeedResult",
     "cumulative_error",
@@ -357,6 +353,5 @@ __all__ = [
     "make_model",
     "mean_se",
     "per_perturbation_metrics",
-    "progress",
     "run_seed",
 ]

@@ -22,6 +22,7 @@ import pandas as pd
 
 from .data.canonical import CONTROL, DataError, target_genes
 from .metrics import evaluate
+from .progress import progress
 from .results import tidy
 
 #: Metrics of the benchmark: the paper's L2 (main metric) and PearsonΔ against control.
@@ -47,24 +48,6 @@ def other_screen(dataset: str, overrides: Mapping[str, str | None] | None = None
     if overrides and dataset in overrides:
         return overrides[dataset]
     return OTHER_SCREEN.get(str(dataset))
-
-
-def progress(iterable, **kwargs):
-    """A ``tqdm.auto`` progress bar (``leave=False`` by default).
-
-    Without ipywidgets, ``tqdm.auto`` falls back to a text bar and warns "IProgress not
-    found"; that warning is harmless and silenced here.
-    """
-    import warnings
-
-    from tqdm import TqdmWarning
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="IProgress not found", category=TqdmWarning)
-        from tqdm.auto import tqdm
-
-        kwargs.setdefault("leave", False)
-        return tqdm(iterable, **kwargs)
 
 
 def fit_predict(models: Mapping[str, object], train, perturbations: Sequence[str], show_progress: bool = False):

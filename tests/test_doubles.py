@@ -140,12 +140,14 @@ def test_detection_scores(screen, result):
 
 def test_make_model_and_mean_se():
     for name in MODELS:
-        model = make_model(name, seed=3, torch_max_seconds=5)
+        model = make_model(name, seed=3, torch_max_seconds=5, gears_epochs=4)
         if "torch" in name:
             assert model.seed == 3 and model.max_seconds == 5
+        if name == "GEARS":  # constructing the wrapper needs no GEARS environment
+            assert model.epochs == 4 and model.seed == 3
         assert model.name == name
     with pytest.raises(Exception, match="unknown model"):
-        make_model("GEARS")
+        make_model("CPA")
     frame = pd.DataFrame({"model": ["a", "a", "a", "b"], "x": [1.0, 2.0, 3.0, 5.0]})
     out = mean_se(frame, ["x"])
     assert out.loc["a", ("x", "mean")] == 2.0

@@ -420,11 +420,12 @@ class GEARSModel(PerturbationModel):
         }
 
     def _run_worker(self, mode: str, workdir: Path, description: str, total: int | None) -> dict:
-        from tqdm.auto import tqdm
+        from ..progress import progress as tqdm
 
         python = self._python()
         env = dict(os.environ)
-        env.update({"PYTHONHASHSEED": "0", "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""})
+        # MPLBACKEND: a Jupyter kernel exports its inline backend, which the worker's matplotlib does not have
+        env.update({"PYTHONHASHSEED": "0", "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "", "MPLBACKEND": "Agg"})
         env.pop("PYTHONPATH", None)
         if self.n_threads:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.n_threads)

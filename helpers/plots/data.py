@@ -8,6 +8,7 @@ import pandas as pd
 import seaborn as sns
 
 from ..data.canonical import target_genes
+from .style import boxplot
 
 
 def cells_per_perturbation(adata, ax=None):
@@ -33,7 +34,7 @@ def per_cell_qc(adata, column: str, ylabel: str, ax=None, log: bool = True):
     frame = pd.DataFrame({"kind": kinds.to_numpy(), column: adata.obs[column].to_numpy()})
     if ax is None:
         _, ax = plt.subplots(figsize=(4.5, 3.6))
-    sns.boxplot(data=frame, x="kind", y=column, order=["control", "single", "double"], ax=ax, color="#9ecae1", fliersize=1.5)
+    boxplot(data=frame, x="kind", y=column, order=["control", "single", "double"], ax=ax, color="#9ecae1", fliersize=1.5)
     if log:
         ax.set_yscale("log")
     ax.set_xlabel("")

@@ -11,6 +11,7 @@ import pandas as pd
 import seaborn as sns
 
 from ..interactions import CLASSES, InteractionNull
+from .style import boxplot
 
 #: Model colours, shared by every figure of the chapter (published-only models are grey).
 PALETTE = {
@@ -59,8 +60,8 @@ def metric_by_model(
     if ax is None:
         _, ax = plt.subplots(figsize=(8.5, 4.2))
     pal = colours(order)
-    sns.boxplot(data=data, x="model", y="value", order=order, hue="model", palette=pal, legend=False, ax=ax,
-                fliersize=0, width=0.6, boxprops={"alpha": 0.45})
+    boxplot(data=data, x="model", y="value", order=order, hue="model", palette=pal, legend=False, ax=ax,
+            fliersize=0, width=0.6, boxprops={"alpha": 0.45})
     sns.stripplot(data=data, x="model", y="value", order=order, hue="model", palette=pal, legend=False, ax=ax,
                   size=2.2, alpha=0.55, jitter=0.25)
     labels = list(order)

@@ -21,3 +21,18 @@ def set_style() -> None:
             "figure.autolayout": False,
         }
     )
+
+
+def boxplot(**kwargs):
+    """``seaborn.boxplot`` without the deprecation notice of matplotlib 3.11.
+
+    seaborn 0.13 still passes matplotlib's deprecated ``vert`` argument; the notice is
+    harmless and would otherwise show in every chapter with a box plot.
+    """
+    import warnings
+
+    import seaborn as sns
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*vert: bool was deprecated")
+        return sns.boxplot(**kwargs)

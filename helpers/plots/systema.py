@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-
-def _boxplot(**kwargs):
-    """``seaborn.boxplot`` without its matplotlib 3.11 deprecation notice (seaborn 0.13 still passes ``vert``)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*vert: bool was deprecated", category=DeprecationWarning)
-        return sns.boxplot(**kwargs)
-
+from .style import boxplot
 
 #: Colours of the two references a change can be taken against.
 REFERENCE_COLOURS = {"control": "#d62728", "perturbed_mean": "#1f77b4"}
@@ -37,7 +30,7 @@ def cosine_distributions(cosines: pd.DataFrame, scores: pd.DataFrame, published:
     order = scores.sort_values("systematic_variation")["dataset"].tolist()
     if ax is None:
         _, ax = plt.subplots(figsize=(max(5.0, 1.5 * len(order) + 2), 4.0))
-    _boxplot(data=cosines, x="dataset", y="cosine", order=order, ax=ax, color="#c6dbef", fliersize=0, width=0.55)
+    boxplot(data=cosines, x="dataset", y="cosine", order=order, ax=ax, color="#c6dbef", fliersize=0, width=0.55)
     sns.stripplot(data=cosines, x="dataset", y="cosine", order=order, ax=ax, color="#08519c", size=2.2, alpha=0.45, jitter=0.22)
     means = scores.set_index("dataset").loc[order, "systematic_variation"].to_numpy()
     ax.scatter(range(len(order)), means, marker="D", s=55, color="black", zorder=5, label="score (mean cosine), this run")
@@ -196,7 +189,7 @@ def doubles_by_seen(frame: pd.DataFrame, metric: str, ax=None, legend: bool = Tr
     order = [f"{k} of 2 seen" for k in (0, 1, 2) if (sub["seen_genes"] == k).any()]
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 3.8))
-    _boxplot(data=sub, x="seen", y="value", hue="model", order=order, ax=ax, fliersize=2, palette="Set2")
+    boxplot(data=sub, x="seen", y="value", hue="model", order=order, ax=ax, fliersize=2, palette="Set2")
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xlabel("genes of the double seen as single perturbations in training")
     ax.set_ylabel(metric)

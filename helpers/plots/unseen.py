@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from .style import boxplot
 
 METRIC_LABELS = {
     "l2": "L2 distance to the observed profile\n(log-normalised expression, lower is better)",
@@ -47,11 +47,8 @@ def metric_by_model(results: pd.DataFrame, metrics: Sequence[str] = ("l2", "pear
             if sub.empty:
                 ax.set_visible(False)
                 continue
-            with warnings.catch_warnings():
-                # seaborn 0.13 passes matplotlib's deprecated ``vert`` to boxplot; harmless
-                warnings.filterwarnings("ignore", message=".*vert: bool was deprecated.*")
-                sns.boxplot(data=sub, y="model", x="value", hue="model", order=order, hue_order=order, palette=palette,
-                            ax=ax, fliersize=1.5, linewidth=0.8, legend=False)
+            boxplot(data=sub, y="model", x="value", hue="model", order=order, hue_order=order, palette=palette,
+                    ax=ax, fliersize=1.5, linewidth=0.8, legend=False)
             means = sub.groupby("model", observed=True)["value"].mean().reindex(order)
             for k, model in enumerate(order):
                 if np.isnan(means.iloc[k]) and model in set(results["model"]):

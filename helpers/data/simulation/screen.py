@@ -713,7 +713,7 @@ def simulate_screen(params: SimulationParams, seed: int = 0, n_jobs: int | None 
     obs_parts = []
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from ...progress import progress as tqdm
 
         bar = tqdm(total=len(groups), desc=f"simulating {p.name}", unit="block")
     with ThreadPoolExecutor(_n_jobs(n_jobs)) as pool:
