@@ -2,7 +2,6 @@
 
 import hashlib
 import http.server
-import io
 import json
 import shutil
 import socket
