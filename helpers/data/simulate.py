@@ -172,7 +172,7 @@ def _ctx(base: ContextParams, cells: int, controls: int, **kw) -> ContextParams:
 
 def _norman(small: bool) -> SimulationParams:
     ctx = ContextParams("K562_CRISPRa_like", effect_scale=1.0, similarity=1.0, systematic_strength=0.1,
-                        cells_per_perturbation=60 if small else 320, n_control_cells=1500 if small else 11000)
+                        cells_per_perturbation=200 if small else 320, n_control_cells=3000 if small else 11000)
     return SimulationParams(
         name="norman_like_small" if small else "norman_like_full",
         modality="CRISPRa",
