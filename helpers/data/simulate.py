@@ -201,10 +201,10 @@ def _make_presets() -> dict[str, Preset]:
                        focus_programs=3),
             "Adamson-2016-like focused CRISPRi K562 screen (UPR-like programs)")
         add(f"replogle_k562_like{suffix}",
-            _essential([_ctx(K562, 40 if small else 140, 1000 if small else 10000)], 300 if small else 1087, small),
+            _essential([_ctx(K562, 100 if small else 140, 1000 if small else 10000)], 300 if small else 1087, small),
             "Replogle-2022-like essential-gene CRISPRi screen in K562")
         add(f"replogle_rpe1_like{suffix}",
-            _essential([_ctx(RPE1, 40 if small else 100, 1000 if small else 8000)], 300 if small else 1534, small),
+            _essential([_ctx(RPE1, 100 if small else 100, 1000 if small else 8000)], 300 if small else 1534, small),
             "Replogle-2022-like essential-gene CRISPRi screen in RPE1")
         cells, controls = (80, 1500) if small else (30, 3000)
         add(f"essential_like{suffix}",
