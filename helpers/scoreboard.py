@@ -17,13 +17,27 @@ import pandas as pd
 from .published import published
 from .results import read_results
 
-#: Simulated presets and the real datasets whose shape they mimic.
+#: Simulated presets and the real datasets whose shape they mimic (Systema used other
+#: versions of the Replogle screens, named as in the paper).
 ANALOGUES = {
     "norman_like": ("norman2019_scfoundation", "norman2019"),
     "adamson_like": ("adamson2016",),
-    "replogle_k562_like": ("replogle2022_k562_essential",),
-    "replogle_rpe1_like": ("replogle2022_rpe1_essential",),
+    "replogle_k562_like": ("replogle2022_k562_essential", "ReplogleK562_gwps"),
+    "replogle_rpe1_like": ("replogle2022_rpe1_essential", "ReplogleRPE1"),
     "essential_like": ("essential_pseudobulk",),
+}
+
+#: Which rows of each chapter's results form its headline comparison (the rest are
+#: diagnostics: calibration controls, sweeps, per-fold values, truth on simulated data),
+#: and metric names to align with the published tables.
+SCOPES = {
+    "double_perturbations": {"keep": {"common_set": True}, "metrics": ["l2", "pearson_delta_vs_control", "pearson_delta_vs_perturbed_mean"]},
+    "double_perturbations_gi": {"notebook": "double_perturbations", "metrics": ["gi_auprc", "gi_auroc"]},
+    "unseen_perturbations": {"keep": {"common": True}, "metrics": ["l2", "pearson_delta_vs_control"]},
+    "systema": {"keep": {"analysis": "baselines", "subset": "1-gene test"},
+                "metrics": ["pearson_delta_vs_control", "pearson_delta_vs_perturbed_mean", "rmse", "centroid_accuracy", "rank_rmse"]},
+    "progress_bars": {"keep": {"fold": "all"}, "metrics": ["l2_median_over_folds", "fraction_gap_closed", "fraction_gap_closed_published"],
+                      "rename": {"l2_median_over_folds": "l2"}},
 }
 for _name, _real in list(ANALOGUES.items()):
     ANALOGUES[f"{_name}_full"] = _real
@@ -34,6 +48,24 @@ def _context_key(context) -> str:
     if context is None or (isinstance(context, float) and np.isnan(context)):
         return ""
     return str(context).removesuffix("_like").replace("-", "").upper()
+
+
+def headline_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each chapter's headline comparison (:data:`SCOPES`), metric names aligned.
+
+    Chapters without a scope (e.g. data descriptions) are left out.
+    """
+    parts = []
+    for scope, rule in SCOPES.items():
+        rows = results[results["notebook"] == rule.get("notebook", scope)]
+        for column, value in rule.get("keep", {}).items():
+            if column in rows:
+                rows = rows[rows[column].astype(str) == str(value)]
+        if "metrics" in rule:
+            rows = rows[rows["metric"].isin(rule["metrics"])]
+        rows = rows.assign(metric=rows["metric"].replace(rule.get("rename", {})))
+        parts.append(rows)
+    return pd.concat(parts, ignore_index=True)
 
 
 def summarise_run(results: pd.DataFrame) -> pd.DataFrame:
@@ -48,7 +80,7 @@ def summarise_run(results: pd.DataFrame) -> pd.DataFrame:
         frame["context"] = ""
     frame["context"] = frame["context"].fillna("")
     keys = ["notebook", "dataset", "context", "model", "metric"]
-    per_seed = frame.groupby(keys + ["seed"], observed=True, sort=False)["value"].agg(
+    per_seed = frame.groupby(keys + ["seed"], observed=True, sort=False, dropna=False)["value"].agg(
         mean="mean", median="median", n="count", n_undefined=lambda v: int(v.isna().sum())
     )
     out = per_seed.groupby(level=keys, observed=True, sort=True).agg(
@@ -66,6 +98,10 @@ def beside_published(summary: pd.DataFrame, reference: pd.DataFrame | None = Non
     """
     reference = published() if reference is None else reference
     ref = reference.copy()
+    # summaries only: per-seed, per-fold, per-rank or per-FDP values have no counterpart here
+    for column in ("seed", "fold", "fdp", "n_genes"):
+        if column in ref:
+            ref = ref[ref[column].isna()]
     ref["context_key"] = ref["context"].map(_context_key)
     ref["stat"] = ref["statistic"].astype(str).str.extract(r"^(mean|median)", expand=False)
     ref = ref.dropna(subset=["stat"])
@@ -96,7 +132,16 @@ def beside_published(summary: pd.DataFrame, reference: pd.DataFrame | None = Non
     return pd.DataFrame(rows, columns=columns)
 
 
-def ranking_agreement(comparison: pd.DataFrame, lower_is_better: dict[str, bool]) -> pd.DataFrame:
+def metric_directions() -> dict[str, bool]:
+    """Whether lower is better, for every metric the scoreboard compares (from :data:`helpers.metrics.METRICS`)."""
+    from .metrics import METRICS
+
+    out = {name: not info.higher_is_better for name, info in METRICS.items()}
+    out.update({"gi_auprc": False, "gi_auroc": False, "fraction_gap_closed": False, "fraction_gap_closed_published": False})
+    return out
+
+
+def ranking_agreement(comparison: pd.DataFrame, lower_is_better: dict[str, bool] | None = None) -> pd.DataFrame:
     """Does this run order the models as the paper did? One row per (dataset, context, metric).
 
     For each group with at least two models, the models are ordered by this run's value
@@ -105,6 +150,7 @@ def ranking_agreement(comparison: pd.DataFrame, lower_is_better: dict[str, bool]
     """
     from scipy.stats import kendalltau
 
+    lower_is_better = metric_directions() if lower_is_better is None else lower_is_better
     rows = []
     for (dataset, context, metric, published_on), group in comparison.groupby(["dataset", "context", "metric", "published on"], sort=True):
         group = group.dropna(subset=["this run", "published"]).drop_duplicates("model")
@@ -133,4 +179,4 @@ def ranking_agreement(comparison: pd.DataFrame, lower_is_better: dict[str, bool]
 def load_run(directory) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read a run's results and return (raw results, summary)."""
     results = read_results(directory)
-    return results, summarise_run(results)
+    return results, summarise_run(headline_rows(results))
