@@ -4,7 +4,8 @@ GEARS runs in a worker process of its own environment, so the runner's wall time
 it but the peak memory it sees is the parent's; each step therefore also prints what the
 worker reports (its peak resident memory, time per epoch).
 
-Run with ``python benchmarks/bench_gears.py`` (or through ``benchmarks/run.py``). The
+Run with ``python benchmarks/gears_cpu.py`` (not part of ``make bench``, which never builds
+``.venv-gears``). The
 first step builds ``.venv-gears`` if it is missing (about a minute).
 """
 
