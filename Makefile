@@ -30,7 +30,7 @@ test-deps:
 	  else sudo apt-get install -y -q chromium >/dev/null; fi; }
 
 test: $(STAMP) test-deps
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
