@@ -391,7 +391,7 @@ def evaluate_context(
     truth: pd.DataFrame | None = None,
     progress: bool = False,
     **regressor_kwargs,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
     """Per-perturbation L2 of every method on one context, fold by fold.
 
     Methods: the training mean and no change; every embedding source with every head

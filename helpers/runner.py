@@ -94,7 +94,7 @@ def _absolutise(value):
 
 
 #: Lines the kernel process prints on every start that say nothing about the notebook.
-_KERNEL_NOISE = ("Kernel is running over TCP without encryption",)
+_KERNEL_NOISE = ("Kernel is running over TCP without encryption", "KeyboardInterrupt caught in kernel")
 
 
 @contextlib.contextmanager
