@@ -7,11 +7,19 @@ build sets ``TQDM_DISABLE=1`` (tqdm reads it), so executed chapters carry no pro
 
 from __future__ import annotations
 
+import os
+
 from tqdm.std import tqdm
 
 
 def progress(iterable=None, **kwargs):
-    """``tqdm`` with the suite's defaults (``leave=False``, ``mininterval=0.5``); kwargs override."""
+    """``tqdm`` with the suite's defaults (``leave=False``, ``mininterval=0.5``); kwargs override.
+
+    ``TQDM_DISABLE=1`` in the environment switches every bar off, even one created with
+    ``disable=False`` (tqdm itself only uses the variable as a default).
+    """
     options = {"leave": False, "mininterval": 0.5, "dynamic_ncols": True}
     options.update(kwargs)
+    if os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes"):
+        options["disable"] = True
     return tqdm(iterable, **options)

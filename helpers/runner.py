@@ -146,6 +146,10 @@ def run_notebook(name: str, parameters: dict | None = None, out_dir: str | Path 
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{name}.ipynb"
     start = time.perf_counter()
+    # Progress bars inside a papermill run are never seen live (papermill shows its own per-cell
+    # bar); they would only clutter the executed notebook. The kernel inherits this setting.
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
     try:
         with _quiet_kernel_stderr():
             pm.execute_notebook(
@@ -167,6 +171,11 @@ def run_notebook(name: str, parameters: dict | None = None, out_dir: str | Path 
         ) from None
     except Exception as err:  # kernel died, timeout, ...
         raise NotebookFailed(f"notebook {name!r} could not be executed: {type(err).__name__}: {err}") from None
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
     _hide_injected_parameters_if_asked(target)
     return RunResult(name, time.perf_counter() - start, target)
 
@@ -225,7 +234,6 @@ def _run_in_subprocess(name: str, out_dir: Path, threads: int) -> tuple[str, flo
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
-    env["TQDM_DISABLE"] = "1"  # progress bars are for interactive runs; in the book they are noise
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "helpers", "run", name, "--out", str(out_dir)],
