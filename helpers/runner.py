@@ -225,7 +225,7 @@ def toc_notebooks() -> list[str]:
     return names
 
 
-def _runs_last(name: str) -> bool:
+def runs_after_others(name: str) -> bool:
     meta = json.loads(notebook_path(name).read_text()).get("metadata", {})
     return bool(meta.get("suite", {}).get("runs_after_others", False))
 
@@ -250,8 +250,8 @@ def _run_in_subprocess(name: str, out_dir: Path, threads: int) -> tuple[str, flo
 def execute_all(out_dir: Path = BOOK_DIR, jobs: int = 2) -> list[tuple[str, float, str | None]]:
     """Execute every notebook of the table of contents; those marked ``runs_after_others`` last."""
     names = toc_notebooks()
-    first = [n for n in names if not _runs_last(n)]
-    last = [n for n in names if _runs_last(n)]
+    first = [n for n in names if not runs_after_others(n)]
+    last = [n for n in names if runs_after_others(n)]
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     results = []
     for batch in (first, last):
