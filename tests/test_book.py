@@ -76,7 +76,8 @@ def second_run(book_run, tmp_path_factory):
     for name in names:
         shutil.copy(book_run["root"] / "book" / f"{name}.ipynb", folder / f"{name}.ipynb")
     shutil.copy(book_run["root"] / "book" / TIMINGS_FILE, folder / TIMINGS_FILE)
-    env = dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "XDIST_"))}  # not this pytest's worker
+    env.update(TQDM_DISABLE="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     outputs = []
     returncode = 0
     for phase in ([n for n in names if not runs_after_others(n)], [n for n in names if runs_after_others(n)]):
@@ -86,6 +87,7 @@ def second_run(book_run, tmp_path_factory):
             sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "--nbval-cell-timeout=900",
             "--nbval-sanitize-with", str(Path(__file__).parent / "nbval_sanitize.cfg"),
             "-p", "no:cacheprovider", "-o", "addopts=", "-n", str(min(2, len(phase))), "--dist", "loadfile", "-q",
+            "--rootdir", str(folder),  # one node id per notebook, so each notebook's cells stay on one worker
             *[str(folder / f"{n}.ipynb") for n in phase],
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=folder)
