@@ -33,7 +33,22 @@ def _pseudobulk(adata, batch_key=None):
     assert pb.shape == (N_PERTS, N_GENES)
 
 
+def _k562_full():
+    from helpers.data import load_dataset
+
+    return load_dataset("replogle_k562_like_full")
+
+
+def _pseudobulk_screen(adata):
+    from helpers.data import pseudobulk
+
+    pb = pseudobulk(adata, batch_key="batch")
+    assert pb.n_obs == adata.obs["perturbation"].nunique()
+
+
 STEPS = [
     Step(f"pseudobulk, {N_CELLS:,} cells x {N_GENES:,} genes", _pseudobulk, _screen, "no densified cell matrix"),
     Step("pseudobulk, 16 batches weighted equally", lambda a: _pseudobulk(a, "batch"), _screen, "no densified cell matrix"),
+    Step("pseudobulk of replogle_k562_like_full (~160k cells x 5,000 genes), batches weighted equally",
+         _pseudobulk_screen, _k562_full, "no densified cell matrix"),
 ]
