@@ -8,17 +8,13 @@ import pandas as pd
 import pytest
 from sklearn.decomposition import PCA
 
+from helpers.data.pseudobulk import as_pseudobulk  # noqa: E402
 from helpers.data.canonical import DataError
 from helpers.models.linear import LinearModel, condition_pca_embedding
 
 
 def _pseudobulk(table: pd.DataFrame):
-    """A pseudobulk AnnData from a conditions x genes table (must contain 'control')."""
-    obs = pd.DataFrame(index=table.index.astype(str))
-    obs["n_cells"] = 10
-    pb = ad.AnnData(X=table.to_numpy(dtype=np.float64), obs=obs, var=pd.DataFrame(index=table.columns.astype(str)))
-    pb.uns["pseudobulk"] = {"is_pseudobulk": True}
-    return pb
+    return as_pseudobulk(table, n_cells=10)
 
 
 def _random_screen(n_genes=12, n_perts=8, seed=0):

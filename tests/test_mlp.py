@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from helpers.data.pseudobulk import as_pseudobulk  # noqa: E402
 from helpers.data.canonical import DataError  # noqa: E402
 from helpers.models.baselines import MeanBaseline  # noqa: E402
 from helpers.models.mlp import MLPModel  # noqa: E402
 
 
 def _pseudobulk(table: pd.DataFrame):
-    obs = pd.DataFrame(index=table.index.astype(str))
-    obs["n_cells"] = 10
-    pb = ad.AnnData(X=table.to_numpy(dtype=np.float64), obs=obs, var=pd.DataFrame(index=table.columns.astype(str)))
-    pb.uns["pseudobulk"] = {"is_pseudobulk": True}
-    return pb
+    return as_pseudobulk(table, n_cells=10)
 
 
 def _nonlinear_screen(n_perts=160, n_genes=30, seed=0):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from helpers.data import DataError, changes, control_profile, profiles, pseudobulk
+from helpers.data import DataError, as_pseudobulk, changes, control_profile, profiles, pseudobulk
 
 
 def test_pseudobulk_means_by_hand(tiny_screen):
@@ -45,3 +45,15 @@ def test_pseudobulk_of_a_dense_matrix(tiny_screen):
 def test_no_control_gives_clear_error(tiny_screen):
     with pytest.raises(DataError, match="control"):
         changes(tiny_screen[tiny_screen.obs["perturbation"] != "control"].copy())
+
+
+def test_a_table_of_profiles_fits_models_like_cells(tiny_screen):
+    from helpers.models import Additive, MeanBaseline
+
+    counts = tiny_screen.obs["perturbation"].astype(str).value_counts()
+    table = as_pseudobulk(profiles(tiny_screen), n_cells=counts)
+    assert pseudobulk(table) is table
+    for model in (Additive(), MeanBaseline("cell")):
+        a = model.clone().fit(tiny_screen).predict(["A+B"])
+        b = model.clone().fit(table).predict(["A+B"])
+        np.testing.assert_allclose(a.to_numpy(), b.to_numpy())

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers.data.pseudobulk import as_pseudobulk  # noqa: E402
 from helpers.models.baselines import MeanBaseline
 from helpers.models.linear import LinearModel, condition_pca_embedding
 from helpers.published.ahlmann_eltze_singles import TABLES, published_for
@@ -16,11 +17,7 @@ from helpers.unseen import common_perturbations, embedding_overlap, evaluate_pre
 
 
 def _pseudobulk(table: pd.DataFrame):
-    obs = pd.DataFrame(index=table.index.astype(str))
-    obs["n_cells"] = 10
-    pb = ad.AnnData(X=table.to_numpy(dtype=np.float64), obs=obs, var=pd.DataFrame(index=table.columns.astype(str)))
-    pb.uns["pseudobulk"] = {"is_pseudobulk": True}
-    return pb
+    return as_pseudobulk(table, n_cells=10)
 
 
 @pytest.fixture

@@ -2,13 +2,14 @@
 
 from .canonical import CONTROL, DataError, canonical_perturbation, log_normalise, target_genes, validate
 from .genesets import de_scores, highly_variable_genes, top_de_genes, top_expressed_genes
-from .pseudobulk import changes, control_profile, profiles, pseudobulk
+from .pseudobulk import as_pseudobulk, changes, control_profile, profiles, pseudobulk
 from .readers import read_h5ad
 from .registry import cache_dir, dataset_info, fetch, list_datasets, load_dataset
 from .splits import Split, double_perturbation_split, gears_simulation_split, kfold_split
 
 __all__ = [
     "CONTROL",
+    "as_pseudobulk",
     "DataError",
     "Split",
     "cache_dir",

@@ -113,6 +113,24 @@ def pseudobulk(adata, batch_key: str | None = None, layer: str | None = None, gr
     return out
 
 
+def as_pseudobulk(table: pd.DataFrame, n_cells=None):
+    """A pseudobulk AnnData from a perturbations x genes table of mean profiles.
+
+    For profiles computed elsewhere (e.g. published pseudobulk files): every model of the
+    suite accepts the result in ``fit`` like the output of :func:`pseudobulk`. Include a
+    ``control`` row; ``n_cells`` (a number, or a Series indexed by perturbation) is only
+    needed by cell-weighted baselines.
+    """
+    import anndata as ad
+
+    obs = pd.DataFrame(index=pd.Index(table.index.astype(str), name="perturbation"))
+    obs["n_cells"] = n_cells.reindex(obs.index).to_numpy() if isinstance(n_cells, pd.Series) else (np.nan if n_cells is None else n_cells)
+    obs["n_targets"] = n_targets(obs.index)
+    out = ad.AnnData(X=table.to_numpy(dtype=np.float64), obs=obs, var=pd.DataFrame(index=table.columns.astype(str)))
+    out.uns["pseudobulk"] = {"is_pseudobulk": True, "batch_key": "", "layer": "X", "groupby": "perturbation"}
+    return out
+
+
 def control_profile(adata, batch_key: str | None = None) -> pd.Series:
     """Mean profile of the control cells (``x̄_control``), indexed by gene."""
     pb = pseudobulk(adata, batch_key=batch_key)
