@@ -47,3 +47,20 @@ def test_top_de_genes_drops_dropouts():
     assert top["B"][0] == "g6"
     assert "g5" not in top["B"]  # zero in B, non-zero in control: a dropout
     assert "g5" in top_de_genes(screen, k=8, drop_dropouts=False)["B"]
+
+
+def test_highly_variable_genes_finds_the_variable_ones():
+    from helpers.data import highly_variable_genes
+
+    rng = np.random.default_rng(1)
+    means = np.repeat(np.geomspace(0.5, 20, 20), 10)  # 200 genes, 10 per expression level
+    X = rng.poisson(means, size=(400, means.size)).astype(np.float32)
+    # two genes with an ordinary mean but bimodal: far more variable than their neighbours
+    for g in (95, 125):
+        X[:, g] = rng.choice([0.0, 2 * means[g]], size=400)
+    obs = pd.DataFrame({"perturbation": ["control"] * 400}, index=[f"c{i}" for i in range(400)])
+    screen = ad.AnnData(X=sp.csr_matrix(np.log1p(X)), obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(means.size)]))
+    hvg = highly_variable_genes(screen, n=10)
+    assert len(hvg) == 10 and {"g95", "g125"} <= set(hvg)
+    with pytest.raises(DataError, match="only 200 genes"):
+        highly_variable_genes(screen, n=500)
