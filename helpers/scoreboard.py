@@ -146,7 +146,11 @@ def ranking_agreement(comparison: pd.DataFrame, lower_is_better: dict[str, bool]
 
     For each group with at least two models, the models are ordered by this run's value
     and by the published value (best first); ``same winner`` says whether the best model is
-    the same, ``kendall tau`` measures the agreement of the two orders.
+    the same, ``published margin`` is the relative gap between the best and the second
+    published model (a small margin is a near tie that another screen may well reverse),
+    ``kendall tau`` measures the agreement of the two orders. Performance bounds
+    (the "cheater" methods of the progress bars, a simulation's true effect) are not models
+    and are left out of the ranking.
     """
     from scipy.stats import kendalltau
 
@@ -154,12 +158,15 @@ def ranking_agreement(comparison: pd.DataFrame, lower_is_better: dict[str, bool]
     rows = []
     for (dataset, context, metric, published_on), group in comparison.groupby(["dataset", "context", "metric", "published on"], sort=True):
         group = group.dropna(subset=["this run", "published"]).drop_duplicates("model")
+        group = group[~group["model"].str.contains("cheater|true effect", regex=True)]
         if len(group) < 2 or metric not in lower_is_better:
             continue
         sign = 1 if lower_is_better[metric] else -1
         ours = group.sort_values("this run", key=lambda v: sign * v)["model"].tolist()
         theirs = group.sort_values("published", key=lambda v: sign * v)["model"].tolist()
         tau = kendalltau(group["this run"], group["published"]).statistic if len(group) > 2 else np.nan
+        ranked = group.set_index("model").loc[theirs, "published"].to_numpy()
+        margin = abs(ranked[1] - ranked[0]) / abs(ranked[0]) if ranked[0] else np.nan
         rows.append(
             {
                 "dataset": dataset,
@@ -170,6 +177,7 @@ def ranking_agreement(comparison: pd.DataFrame, lower_is_better: dict[str, bool]
                 "best here": ours[0],
                 "best published": theirs[0],
                 "same winner": ours[0] == theirs[0],
+                "published margin": margin,
                 "kendall tau": tau,
             }
         )

@@ -62,6 +62,7 @@ def test_beside_published_matches_analogues_and_contexts():
     # this run: linear 2.5 < mean 3.0 < no change 5.0; published: mean 3.9 < linear 4.1 < no change 6.0
     assert row["best here"] == "linear" and row["best published"] == "mean" and not row["same winner"]
     assert row["kendall tau"] == pytest.approx(1 / 3)
+    assert row["published margin"] == pytest.approx((4.1 - 3.9) / 3.9)
 
 
 def test_same_data_is_labelled():
