@@ -52,10 +52,17 @@ def de_scores(adata) -> pd.DataFrame:
     (:func:`helpers.stats.de.welch_t_test`). Genes with zero variance in both groups get
     ``t = 0`` (also when their means differ, as PerturBench sets infinite scores to 0).
     """
+    return _finite_scores(_welch_against_control(adata).t)
+
+
+def _welch_against_control(adata):
     from ..stats.de import welch_t_test  # here, not at the top: helpers.stats.de imports helpers.data
 
-    t = welch_t_test(adata, reference="control").t
-    t.index.name = None
+    return welch_t_test(adata, reference="control")
+
+
+def _finite_scores(t: pd.DataFrame) -> pd.DataFrame:
+    t = t.rename_axis(None)
     return t.where(np.isfinite(t), 0.0)
 
 
@@ -71,12 +78,9 @@ def top_de_genes(adata, k: int = 20, drop_dropouts: bool = True) -> dict[str, li
     dict
         perturbation -> list of ``k`` gene names (fewer only if too few genes qualify).
     """
-    from ..stats.de import group_moments
-
-    scores = de_scores(adata)
-    groups = pd.Categorical(adata.obs["perturbation"].astype(str).to_numpy())
-    mean, _, _ = group_moments(adata, groups)
-    mean = pd.DataFrame(mean, index=groups.categories.astype(str), columns=adata.var_names)
+    test = _welch_against_control(adata)  # one pass over the cells gives the scores and the means
+    scores = _finite_scores(test.t)
+    mean = test.means
     ctrl_zero = mean.loc[CONTROL].to_numpy() == 0
     genes = adata.var_names.to_numpy()
     out = {}

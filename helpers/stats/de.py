@@ -39,11 +39,13 @@ def group_moments(adata, groups: pd.Categorical) -> tuple[np.ndarray, np.ndarray
 
 @dataclass
 class WelchTest:
-    """Result of :func:`welch_t_test`: perturbations x genes tables of ``t``, ``df`` and ``p``."""
+    """Result of :func:`welch_t_test`: perturbations x genes tables of ``t``, ``df`` and ``p``,
+    and the mean of every group (control included) that the test compared."""
 
     t: pd.DataFrame
     df: pd.DataFrame
     p: pd.DataFrame
+    means: pd.DataFrame
 
 
 def welch_t_test(adata, reference: str = "control", overestimate_variance: bool = False) -> WelchTest:
@@ -133,6 +135,7 @@ def welch_t_test(adata, reference: str = "control", overestimate_variance: bool 
         t=pd.DataFrame(t, index=index, columns=genes),
         df=pd.DataFrame(dof, index=index, columns=genes),
         p=pd.DataFrame(np.clip(p, 0.0, 1.0), index=index, columns=genes),
+        means=pd.DataFrame(mean, index=pd.Index(groups.categories.astype(str), name="perturbation"), columns=genes),
     )
 
 
