@@ -74,3 +74,15 @@ def test_essential_deltas_reader(tmp_path):
     assert out.obs["fold"].tolist() == [0, 1, 0]
     assert out.uns["kind"] == "changes"
     assert detect_format(adata) == "essential_deltas"
+
+
+def test_essential_deltas_with_nan_are_refused(tmp_path):
+    import anndata as ad
+    import pandas as pd
+
+    obs = pd.DataFrame({"gene": ["A", "B"], "cell_line": ["K562", "K562"], "test_split": [0, 1]}, index=["r0", "r1"])
+    X = np.array([[1.0, np.nan], [0.0, 1.0]], dtype=np.float32)  # dense, as such files are written
+    path = tmp_path / "essential.h5ad"
+    ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=["G1", "G2"])).write_h5ad(path)
+    with pytest.raises(DataError, match="contains 1 NaN or infinite values"):
+        read_essential_deltas(path)

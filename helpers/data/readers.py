@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .canonical import CONTROL, DataError, canonical_perturbation, make_canonical, validate
+from .canonical import CONTROL, DataError, _check_finite, canonical_perturbation, make_canonical, validate
 
 
 def _read(path, backed: str | None = None) -> "anndata.AnnData":  # noqa: F821
@@ -157,9 +157,7 @@ def read_essential_deltas(path, perturbation_key: str | None = None, context_key
         out.var_names = adata.var[key].astype(str).to_numpy()
     if not out.var_names.is_unique:
         raise DataError("gene names in the essential file are not unique; make them unique before use.")
-    values = out.X.data if hasattr(out.X, "data") else np.asarray(out.X)
-    if not np.all(np.isfinite(values)):
-        raise DataError("the essential changes contain NaN or infinite values.")
+    _check_finite(out.X, "the essential changes file")
     out.uns["kind"] = "changes"
     return out
 
