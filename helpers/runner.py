@@ -230,6 +230,13 @@ def runs_after_others(name: str) -> bool:
     return bool(meta.get("suite", {}).get("runs_after_others", False))
 
 
+def phases(names: list[str]) -> list[list[str]]:
+    """The notebooks in the order they must run: the others first, then those that gather
+    their results (``runs_after_others``); empty phases left out."""
+    last = [n for n in names if runs_after_others(n)]
+    return [phase for phase in ([n for n in names if n not in last], last) if phase]
+
+
 def _run_in_subprocess(name: str, out_dir: Path, threads: int) -> tuple[str, float, str | None]:
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -250,13 +257,9 @@ def _run_in_subprocess(name: str, out_dir: Path, threads: int) -> tuple[str, flo
 def execute_all(out_dir: Path = BOOK_DIR, jobs: int = 2) -> list[tuple[str, float, str | None]]:
     """Execute every notebook of the table of contents; those marked ``runs_after_others`` last."""
     names = toc_notebooks()
-    first = [n for n in names if not runs_after_others(n)]
-    last = [n for n in names if runs_after_others(n)]
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     results = []
-    for batch in (first, last):
-        if not batch:
-            continue
+    for batch in phases(names):
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             for name, seconds, error in pool.map(lambda n: _run_in_subprocess(n, out_dir, threads), batch):
                 status = "ok" if error is None else "FAILED"

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from helpers.results import check_results
-from helpers.runner import NOTEBOOK_DIR, ROOT, TIMINGS_FILE, runs_after_others, build_html, execute_all, toc_files, toc_notebooks
+from helpers.runner import NOTEBOOK_DIR, ROOT, TIMINGS_FILE, build_html, execute_all, phases, toc_files, toc_notebooks
 
 pytestmark = pytest.mark.slow
 
@@ -80,9 +80,7 @@ def second_run(book_run, tmp_path_factory):
     env.update(TQDM_DISABLE="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     outputs = []
     returncode = 0
-    for phase in ([n for n in names if not runs_after_others(n)], [n for n in names if runs_after_others(n)]):
-        if not phase:
-            continue
+    for phase in phases(names):
         cmd = [
             sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "--nbval-cell-timeout=900",
             "--nbval-sanitize-with", str(Path(__file__).parent / "nbval_sanitize.cfg"),

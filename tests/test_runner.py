@@ -74,3 +74,13 @@ def test_cli_datasets_lists_every_kind():
     proc = subprocess.run([sys.executable, "-m", "helpers", "datasets"], capture_output=True, text=True, check=True)
     for name in ("norman2019_subset", "norman_like", "adamson2016", "essential_pseudobulk"):
         assert name in proc.stdout
+
+
+def test_gathering_notebooks_run_in_a_later_phase(notebooks):
+    from helpers.runner import phases
+
+    nb = nbformat.read(notebooks / "ok.ipynb", as_version=4)
+    nb.metadata["suite"] = {"runs_after_others": True}
+    nbformat.write(nb, notebooks / "gather.ipynb")
+    assert phases(["gather", "ok", "broken"]) == [["ok", "broken"], ["gather"]]
+    assert phases(["ok"]) == [["ok"]]
