@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from helpers.data import DataError
-from helpers.interactions import (
+from helpers.errors import DataError
+from helpers.stats.interactions import (
     CLASSES,
     InteractionNull,
     additive_expectation,
@@ -17,10 +17,10 @@ from helpers.interactions import (
     deviation_from_additive,
     doubles_with_singles,
     fit_interaction_null,
-    undetected_pairs,
     interaction_classes,
     tpr_at_fdp,
     tpr_fdp_curve,
+    undetected_pairs,
 )
 
 GENES = ["syn", "buf", "opp", "oth", "add", "none"]
@@ -54,7 +54,12 @@ def test_additive_and_deviation_by_hand(profiles):
 def test_classes_both_rules(profiles):
     suite = interaction_classes(profiles, ["A+B"], lower=-0.3, upper=0.3, rule="suite").set_index("gene")["class"]
     assert suite.astype(str).to_dict() == {
-        "syn": "synergy", "buf": "buffering", "opp": "opposite", "oth": "other", "add": "additive", "none": "additive"
+        "syn": "synergy",
+        "buf": "buffering",
+        "opp": "opposite",
+        "oth": "other",
+        "add": "additive",
+        "none": "additive",
     }
     published = interaction_classes(profiles, ["A+B"], lower=-0.3, upper=0.3, rule="published").set_index("gene")["class"]
     # the published same-direction rule also asks the double to keep the singles' sign: a double that
@@ -82,8 +87,9 @@ def test_negative_direction_is_mirrored():
 
 def test_compare_with_truth(profiles):
     classes = interaction_classes(profiles, ["A+B"], -0.3, 0.3, rule="suite")
-    truth = pd.DataFrame({"perturbation": ["A+B", "A+B", "A+B"], "gene": ["syn", "buf", "add"],
-                          "label": ["synergy", "buffering", "synergy"]})
+    truth = pd.DataFrame(
+        {"perturbation": ["A+B", "A+B", "A+B"], "gene": ["syn", "buf", "add"], "label": ["synergy", "buffering", "synergy"]}
+    )
     stats, table = compare_with_truth(classes, truth)
     # detected: syn, buf, opp, oth (4); truly interacting: syn, buf, add (3); both: syn, buf
     assert stats["detected"] == 4 and stats["true_interactions"] == 3 and stats["detected_and_true"] == 2
@@ -158,8 +164,10 @@ def test_fit_interaction_null_is_graceful():
 
 
 def test_undetected_pairs_are_excluded_from_the_null():
-    prof = pd.DataFrame({"control": [1.0, 0.0, 0.0], "A": [1.2, 0.0, 0.3], "B": [0.8, 0.0, 0.0], "A+B": [1.1, 0.0, 0.0]},
-                        index=["expressed", "silent", "partly"]).T
+    prof = pd.DataFrame(
+        {"control": [1.0, 0.0, 0.0], "A": [1.2, 0.0, 0.3], "B": [0.8, 0.0, 0.0], "A+B": [1.1, 0.0, 0.0]},
+        index=["expressed", "silent", "partly"],
+    ).T
     mask = undetected_pairs(prof, ["A+B"])
     assert mask.loc["A+B"].tolist() == [False, True, False]
     rng = np.random.default_rng(4)

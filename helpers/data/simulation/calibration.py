@@ -27,11 +27,17 @@ the real K562 CRISPRa cells of ``data/norman2019_subset.h5ad`` (3,375 cells x 50
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from numpy.typing import ArrayLike
 
 
 @dataclass(frozen=True)
@@ -68,7 +74,7 @@ class Calibration:
     def as_dict(self) -> dict:
         return asdict(self)
 
-    def dispersion_trend(self, mean) -> np.ndarray:
+    def dispersion_trend(self, mean: ArrayLike) -> np.ndarray:
         """``φ(μ) = a0 + a1 / μ`` (μ clipped at 1e-3 so that the trend stays finite)."""
         mean = np.maximum(np.asarray(mean, dtype=np.float64), 1e-3)
         return self.dispersion_a0 + self.dispersion_a1 / mean
@@ -88,7 +94,7 @@ DEFAULT_CALIBRATION = Calibration(
 )
 
 
-def recover_counts(adata) -> sp.csr_matrix:
+def recover_counts(adata: AnnData) -> sp.csr_matrix:
     """Raw UMI counts of log-normalised cells: ``round(expm1(X) / min_nonzero(expm1(X)))`` per cell.
 
     ``X = log1p(c · 1e4 / L)`` so ``expm1(X)`` is proportional to the counts; the smallest
@@ -110,7 +116,7 @@ def recover_counts(adata) -> sp.csr_matrix:
     return X
 
 
-def gene_statistics(counts, groups=None, library=None) -> pd.DataFrame:
+def gene_statistics(counts: np.ndarray | sp.spmatrix, groups: ArrayLike | None = None, library: ArrayLike | None = None) -> pd.DataFrame:
     """Per-gene mean, variance, fraction of zeros and moment dispersion of a counts matrix.
 
     ``dispersion`` is the method-of-moments NB estimate pooled over ``groups`` (e.g. the
@@ -144,7 +150,7 @@ def gene_statistics(counts, groups=None, library=None) -> pd.DataFrame:
     return pd.DataFrame({"mean": dense_mean, "variance": var, "fraction_zero": zeros, "dispersion": phi})
 
 
-def detected_genes(library, n_genes: int, abundance_log_sd: float, trend) -> np.ndarray:
+def detected_genes(library: ArrayLike, n_genes: float, abundance_log_sd: float, trend: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """Expected genes detected (≥ 1 UMI) at each library size for a log-normal transcriptome.
 
     ``D(L) = Σ_g 1 − (1 + φ_g L π_g)^(−1/φ_g)``, ``π_g`` the ``(g+0.5)/N`` quantiles of a
@@ -163,7 +169,7 @@ def detected_genes(library, n_genes: int, abundance_log_sd: float, trend) -> np.
     return np.array(out)
 
 
-def calibrate(adata, library_key: str = "ncounts", detected_key: str = "ngenes", group_key: str = "perturbation") -> Calibration:
+def calibrate(adata: AnnData, library_key: str = "ncounts", detected_key: str = "ngenes", group_key: str = "perturbation") -> Calibration:
     """Fit the :class:`Calibration` constants to real log-normalised cells.
 
     Parameters
@@ -190,7 +196,7 @@ def calibrate(adata, library_key: str = "ncounts", detected_key: str = "ngenes",
     sel = (stats["mean"] >= 0.05) & (stats["dispersion"] > 0)
     mu_s, phi_s = stats["mean"][sel].to_numpy(), stats["dispersion"][sel].to_numpy()
 
-    def lad(p):
+    def lad(p: np.ndarray) -> float:
         a0, a1 = np.exp(p)
         return np.abs(np.log(phi_s) - np.log(a0 + a1 / mu_s)).sum()
 
@@ -205,7 +211,7 @@ def calibrate(adata, library_key: str = "ncounts", detected_key: str = "ngenes",
     med_lib, med_det = float(np.median(library)), float(np.median(detected))
     cal0 = Calibration(lib_mean, lib_sd, a0, a1, disp_sd, 2.5, 25000, med_det, slope)
 
-    def mismatch(p):
+    def mismatch(p: np.ndarray) -> float:
         n_genes, sd = np.exp(p[0]), p[1]
         d = detected_genes([med_lib / 1.5, med_lib, med_lib * 1.5], n_genes, sd, cal0.dispersion_trend)
         s = np.log(d[2] / d[0]) / np.log(2.25)

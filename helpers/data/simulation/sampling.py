@@ -22,7 +22,7 @@ INVERSE_CDF_MAX_MEAN = 4.0
 _MAX_STEPS = 400
 
 
-def _inverse_cdf_counts(u: np.ndarray, mu: np.ndarray, phi: np.ndarray, rng) -> np.ndarray:
+def _inverse_cdf_counts(u: np.ndarray, mu: np.ndarray, phi: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """NB counts for the entries with ``u > P(0)`` (flat arrays), by walking up the CDF."""
     r = 1.0 / phi
     p = (phi * mu) / (1.0 + phi * mu)
@@ -45,7 +45,7 @@ def _inverse_cdf_counts(u: np.ndarray, mu: np.ndarray, phi: np.ndarray, rng) -> 
     return counts
 
 
-def sample_block(rng, cell_scale: np.ndarray, gene_means: np.ndarray, phi: np.ndarray) -> sp.csr_matrix:
+def sample_block(rng: np.random.Generator, cell_scale: np.ndarray, gene_means: np.ndarray, phi: np.ndarray) -> sp.csr_matrix:
     """Counts of one block: ``cells x genes`` CSR (float32).
 
     Parameters

@@ -31,14 +31,25 @@ How it is computed (no sampling, so the truth is exact up to quadrature error < 
 
 Dispersions are snapped to the log grid :data:`DISPERSION_GRID` (steps of 16 %) when genes
 are drawn, so every gene's ``F`` is tabulated exactly at its own dispersion.
+
+:func:`kappas` gives the normalisation factor ``κ`` of a row of means in each batch, and
+:func:`batched_values` the expected ``X`` averaged over a screen's batches (what the true
+changes of :mod:`.effects` and :mod:`.doubles` are made of).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.signal import fftconvolve
 from scipy.special import gammainc, gammaincinv, roots_hermitenorm
 from scipy.stats import poisson
+
+from ..canonical import TARGET_SUM
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 #: Dispersions a simulated gene can have (log grid from 0.01 to 20, steps of about 16 %).
 DISPERSION_GRID = np.exp(np.linspace(np.log(0.01), np.log(20.0), 51))
@@ -48,7 +59,7 @@ _LAMBDA_MIN = 1e-9
 _LN_LAMBDA_STEP = 0.004
 
 
-def snap_dispersion(phi) -> np.ndarray:
+def snap_dispersion(phi: ArrayLike) -> np.ndarray:
     """Index into :data:`DISPERSION_GRID` of the grid value nearest (in log) to each ``phi``."""
     logs = np.log(DISPERSION_GRID)
     x = np.log(np.clip(np.asarray(phi, dtype=np.float64), DISPERSION_GRID[0], DISPERSION_GRID[-1]))
@@ -67,7 +78,7 @@ def _poisson_log1p_table(s_values: np.ndarray):
     return ln_grid, table
 
 
-def _poisson_log1p_expansion(lam: np.ndarray, s: np.ndarray) -> np.ndarray:
+def _poisson_log1p_expansion(lam: np.ndarray, s: np.ndarray | float) -> np.ndarray:
     """``E log(1+s c)``, ``c ~ Poisson(λ)``, from the Taylor series around ``λ`` (4 central moments)."""
     u = 1.0 + s * lam
     q = s / u
@@ -90,8 +101,17 @@ class ExpectedLogTable:
         Largest mean (UMIs at average library size) that queries will use.
     """
 
-    def __init__(self, dispersion_indices, kappa_range, library_log_sd: float, mu_max: float,
-                 mu_min: float = 1e-6, ln_mu_step: float = 0.05, n_kappa: int = 9, n_ell: int = 14):
+    def __init__(
+        self,
+        dispersion_indices: ArrayLike,
+        kappa_range: tuple[float, float],
+        library_log_sd: float,
+        mu_max: float,
+        mu_min: float = 1e-6,
+        ln_mu_step: float = 0.05,
+        n_kappa: int = 9,
+        n_ell: int = 14,
+    ):
         self.dispersion_indices = np.unique(np.asarray(dispersion_indices, dtype=np.int64))
         lo, hi = float(kappa_range[0]), float(kappa_range[1])
         if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo <= hi):
@@ -130,7 +150,7 @@ class ExpectedLogTable:
         self._row_of = {int(di): d for d, di in enumerate(self.dispersion_indices)}
 
     @staticmethod
-    def _h(lam, s, ln_grid, table):
+    def _h(lam: np.ndarray, s: np.ndarray, ln_grid: np.ndarray, table: np.ndarray) -> np.ndarray:
         """``H(λ, s_k)`` for every ``λ`` in ``lam`` and every ``s_k`` -> shape ``(len(s),) + lam.shape``."""
         out = np.empty((s.size,) + lam.shape)
         small = lam <= _LAMBDA_SWITCH
@@ -148,18 +168,20 @@ class ExpectedLogTable:
             out[k] = val
         return out
 
-    def _rows(self, dispersion_index) -> np.ndarray:
+    def _rows(self, dispersion_index: ArrayLike) -> np.ndarray:
         idx = np.asarray(dispersion_index, dtype=np.int64)
         rows = np.searchsorted(self.dispersion_indices, idx)
-        if np.any(rows >= self.dispersion_indices.size) or np.any(self.dispersion_indices[np.minimum(rows, self.dispersion_indices.size - 1)] != idx):
+        if np.any(rows >= self.dispersion_indices.size) or np.any(
+            self.dispersion_indices[np.minimum(rows, self.dispersion_indices.size - 1)] != idx
+        ):
             raise ValueError("a requested dispersion has no table")
         return rows
 
-    def gene_tables(self, dispersion_index) -> np.ndarray:
+    def gene_tables(self, dispersion_index: ArrayLike) -> np.ndarray:
         """Row of :attr:`tables` of each gene (pass it to :meth:`values` and :meth:`at_kappa`)."""
         return self._rows(dispersion_index)
 
-    def _kappa_weights(self, kappa):
+    def _kappa_weights(self, kappa: np.ndarray):
         pos = (np.log(kappa) - self.ln_kappa[0]) / (self.ln_kappa[1] - self.ln_kappa[0])
         pos = np.clip(pos, 0, self.ln_kappa.size - 1)
         k = np.clip(np.floor(pos).astype(np.int64), 0, self.ln_kappa.size - 2)
@@ -225,3 +247,43 @@ class ExpectedLogTable:
         first = target <= rows[:, 0]
         out = np.where(first, np.exp(ln_mu0) * np.maximum(target, 0.0) / rows[:, 0], out)
         return np.where(target <= 0, 0.0, out)
+
+
+def expected_zero_fraction(mean: ArrayLike, dispersion: ArrayLike, library_log_sd: float) -> np.ndarray:
+    """Fraction of zeros of NB genes with cell-to-cell library variation.
+
+    ``E_ℓ[(1 + φ ℓ μ)^(−1/φ)]`` with log-normal ``ℓ`` (mean 1, SD ``library_log_sd`` on the log
+    scale), by Gauss–Hermite quadrature.
+    """
+    mean = np.asarray(mean, dtype=np.float64)
+    phi = np.broadcast_to(np.asarray(dispersion, dtype=np.float64), mean.shape)
+    z, w = roots_hermitenorm(20)
+    w = w / w.sum()
+    out = np.zeros(mean.shape)
+    for zi, wi in zip(z, w):
+        ell = np.exp(library_log_sd * zi - 0.5 * library_log_sd**2)
+        out += wi * (1.0 + phi * ell * mean) ** (-1.0 / phi)
+    return out
+
+
+def kappas(means: np.ndarray, batch_factor: np.ndarray, remainder: np.ndarray) -> np.ndarray:
+    """``κ = 1e4 / (R_b + T)`` per (row, batch).
+
+    ``T = Σ_g mean_g · B_bg`` is the expected total of the measured genes at the average library
+    size and ``R_b`` the expected UMIs of the unmeasured rest of the transcriptome (0 when ``X``
+    is normalised over the measured genes only).
+    """
+    return TARGET_SUM / (np.asarray(remainder)[None, :] + means @ batch_factor.T)
+
+
+def batched_values(
+    table: ExpectedLogTable, gtab: np.ndarray, means: np.ndarray, batch_factor: np.ndarray, remainder: np.ndarray
+) -> np.ndarray:
+    """Batch-averaged ``F`` of every row of ``means`` (cells equally likely in each batch)."""
+    kap = kappas(means, batch_factor, remainder)
+    out = np.zeros(means.shape)
+    for b in range(batch_factor.shape[0]):
+        for start in range(0, means.shape[0], 256):
+            sl = slice(start, start + 256)
+            out[sl] += table.values(gtab, means[sl] * batch_factor[b], kap[sl, b])
+    return out / batch_factor.shape[0]
