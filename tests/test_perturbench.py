@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from helpers.data import DataError, profiles, pseudobulk
+from helpers.data import profiles, pseudobulk
+from helpers.errors import DataError
 from helpers.metrics import l2
 from helpers.models.baselines import NoChange
 from helpers.models.perturbench import MODELS, DecoderOnly, LatentAdditive, LinearAdditive

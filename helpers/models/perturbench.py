@@ -1,6 +1,6 @@
 """PerturBench-style neural models, written in torch and sized for a CPU budget.
 
-Three architectures of PerturBench (Wu et al., arXiv 2408.10609; METHODS.md C.3), all with
+Three architectures of PerturBench (Wu et al., arXiv 2408.10609), all with
 the multi-hot perturbation vector :math:`p` (one entry per gene perturbed anywhere in the
 training data; a double has two ones) and no covariates:
 
@@ -58,15 +58,22 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..data.canonical import CONTROL, DataError, target_genes
+from ..data.canonical import CONTROL, target_genes
 from ..data.pseudobulk import is_pseudobulk, pseudobulk
-from .base import PerturbationModel
+from ..errors import DataError
+from .base import ModelTags, PerturbationModel
+
+if TYPE_CHECKING:
+    import torch
+    from anndata import AnnData
 
 TRAINING_MODES = ("pseudobulk", "cells")
 
@@ -93,7 +100,7 @@ def _torch_settings(n_threads: int | None):
         torch.use_deterministic_algorithms(deterministic)
 
 
-def mlp(n_in: int, width: int, n_out: int, n_layers: int, dropout: float):
+def mlp(n_in: int, width: int, n_out: int, n_layers: int, dropout: float) -> torch.nn.Sequential:
     """PerturBench's MLP: ``Linear(in, w)``, ``n_layers`` x [``Linear(w, w)``, LayerNorm, ReLU, Dropout], ``Linear(w, out)``."""
     nn = _torch().nn
     layers = [nn.Linear(n_in, width)]
@@ -108,8 +115,20 @@ def mlp(n_in: int, width: int, n_out: int, n_layers: int, dropout: float):
 class _PerturBenchModel(PerturbationModel):
     """Shared data handling, training loop and prediction of the three architectures."""
 
-    def _common(self, lr, weight_decay, batch_size, max_epochs, max_seconds, patience, val_fraction, training,
-                n_control_samples, seed, n_threads):
+    def _common(
+        self,
+        lr: float,
+        weight_decay: float,
+        batch_size: int,
+        max_epochs: int,
+        max_seconds: float,
+        patience: int,
+        val_fraction: float,
+        training: str,
+        n_control_samples: int,
+        seed: int,
+        n_threads: int | None,
+    ) -> None:
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size
@@ -123,7 +142,7 @@ class _PerturBenchModel(PerturbationModel):
         self.n_threads = n_threads
 
     # -- the network (subclasses) -----------------------------------------------------
-    def _build(self, n_genes: int, n_pert: int, control):  # pragma: no cover - abstract
+    def _build(self, n_genes: int, n_pert: int, control: torch.Tensor) -> torch.nn.Module:  # pragma: no cover - abstract
         """The network; ``control`` (the control mean profile) sets the output bias (see module docstring)."""
         raise NotImplementedError
 
@@ -157,7 +176,12 @@ class _PerturBenchModel(PerturbationModel):
         return sorted(rng.choice(pool, size=n_val, replace=False).tolist())
 
     # -- fit --------------------------------------------------------------------------
-    def fit(self, train):
+    _tags = ModelTags(slow=True)
+
+    def tags(self) -> ModelTags:
+        return replace(self._tags, training_data="cells" if self.training == "cells" else "pseudobulk")
+
+    def fit(self, train: AnnData) -> Self:
         self._check_params()
         cells_mode = self.training == "cells"
         if cells_mode and is_pseudobulk(train):
@@ -256,7 +280,7 @@ class _PerturBenchModel(PerturbationModel):
         self.fit_seconds_ = time.perf_counter() - start
         return self
 
-    def _mean_prediction(self, net, p, chunk: int = 65_536):
+    def _mean_prediction(self, net: torch.nn.Module, p: torch.Tensor, chunk: int = 65_536) -> torch.Tensor:
         """Average output over the stored control inputs, for every row of ``p`` (vectorised in chunks)."""
         torch = _torch()
         ctrl = self.control_sample_
@@ -283,7 +307,7 @@ class _PerturBenchModel(PerturbationModel):
                 out[p] = f"target gene {', '.join(unseen)} not perturbed in the training data (no trained embedding)"
         return out
 
-    def _predict(self, perturbations):
+    def _predict(self, perturbations: list[str]) -> pd.DataFrame:
         torch = _torch()
         codes = torch.tensor(self._encode(list(perturbations)))
         with _torch_settings(self.n_threads), torch.no_grad():
@@ -292,14 +316,14 @@ class _PerturBenchModel(PerturbationModel):
         return pd.DataFrame(values, index=pd.Index(list(perturbations)), columns=self.genes_)
 
 
-def _inverse_softplus(y):
+def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
     """``log(exp(y) - 1)``, the input whose softplus is ``y`` (y floored at 1e-4 for zeros)."""
     torch = _torch()
     y = torch.clamp(y, min=1e-4)
     return y + torch.log(-torch.expm1(-y))
 
 
-def _dense(X) -> np.ndarray:
+def _dense(X: np.ndarray | sp.spmatrix) -> np.ndarray:
     return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)
 
 
@@ -307,7 +331,8 @@ def _dense(X) -> np.ndarray:
 # the three architectures
 # -----------------------------------------------------------------------------------------
 
-def _module(forward, **parts):
+
+def _module(forward: Callable[..., torch.Tensor], **parts) -> torch.nn.Module:
     """A torch Module with the given submodules/parameters and forward(x_ctrl, p)."""
     nn = _torch().nn
 
@@ -317,7 +342,7 @@ def _module(forward, **parts):
             for k, v in parts.items():
                 setattr(self, k, v)
 
-        def forward(self, x_ctrl, p):
+        def forward(self, x_ctrl: torch.Tensor | None, p: torch.Tensor) -> torch.Tensor:
             return forward(self, x_ctrl, p)
 
     return _Net()
@@ -336,13 +361,25 @@ class LinearAdditive(_PerturBenchModel):
 
     name = "linear additive (torch)"
 
-    def __init__(self, lr: float = 2e-2, weight_decay: float = 1.8e-8, batch_size: int = 32, max_epochs: int = 300,
-                 max_seconds: float = 60.0, patience: int = 20, val_fraction: float = 0.2, training: str = "pseudobulk",
-                 n_control_samples: int = 200, seed: int = 0, n_threads: int | None = 1):
-        self._common(lr, weight_decay, batch_size, max_epochs, max_seconds, patience, val_fraction, training,
-                     n_control_samples, seed, n_threads)
+    def __init__(
+        self,
+        lr: float = 2e-2,
+        weight_decay: float = 1.8e-8,
+        batch_size: int = 32,
+        max_epochs: int = 300,
+        max_seconds: float = 60.0,
+        patience: int = 20,
+        val_fraction: float = 0.2,
+        training: str = "pseudobulk",
+        n_control_samples: int = 200,
+        seed: int = 0,
+        n_threads: int | None = 1,
+    ):
+        self._common(
+            lr, weight_decay, batch_size, max_epochs, max_seconds, patience, val_fraction, training, n_control_samples, seed, n_threads
+        )
 
-    def _build(self, n_genes, n_pert, control):
+    def _build(self, n_genes: int, n_pert: int, control: torch.Tensor) -> torch.nn.Module:
         torch = _torch()
         softplus = torch.nn.functional.softplus
         linear = torch.nn.Linear(n_pert, n_genes)
@@ -364,15 +401,30 @@ class LatentAdditive(_PerturBenchModel):
 
     name = "latent additive (torch)"
 
-    def __init__(self, width: int = 128, latent: int = 32, n_layers: int = 1, dropout: float = 0.1, lr: float = 2e-3,
-                 weight_decay: float = 2.2e-8, batch_size: int = 32, max_epochs: int = 300, max_seconds: float = 60.0,
-                 patience: int = 20, val_fraction: float = 0.2, training: str = "pseudobulk", n_control_samples: int = 200,
-                 seed: int = 0, n_threads: int | None = 1):
+    def __init__(
+        self,
+        width: int = 128,
+        latent: int = 32,
+        n_layers: int = 1,
+        dropout: float = 0.1,
+        lr: float = 2e-3,
+        weight_decay: float = 2.2e-8,
+        batch_size: int = 32,
+        max_epochs: int = 300,
+        max_seconds: float = 60.0,
+        patience: int = 20,
+        val_fraction: float = 0.2,
+        training: str = "pseudobulk",
+        n_control_samples: int = 200,
+        seed: int = 0,
+        n_threads: int | None = 1,
+    ):
         self.width, self.latent, self.n_layers, self.dropout = width, latent, n_layers, dropout
-        self._common(lr, weight_decay, batch_size, max_epochs, max_seconds, patience, val_fraction, training,
-                     n_control_samples, seed, n_threads)
+        self._common(
+            lr, weight_decay, batch_size, max_epochs, max_seconds, patience, val_fraction, training, n_control_samples, seed, n_threads
+        )
 
-    def _build(self, n_genes, n_pert, control):
+    def _build(self, n_genes: int, n_pert: int, control: torch.Tensor) -> torch.nn.Module:
         torch = _torch()
         softplus = torch.nn.functional.softplus
         w, k, L, d = int(self.width), int(self.latent), int(self.n_layers), float(self.dropout)
@@ -397,15 +449,29 @@ class DecoderOnly(_PerturBenchModel):
 
     name = "decoder only (torch)"
 
-    def __init__(self, width: int = 128, n_layers: int = 1, dropout: float = 0.1, lr: float = 2e-3,
-                 weight_decay: float = 4.4e-5, batch_size: int = 32, max_epochs: int = 300, max_seconds: float = 60.0,
-                 patience: int = 20, val_fraction: float = 0.2, training: str = "pseudobulk", n_control_samples: int = 200,
-                 seed: int = 0, n_threads: int | None = 1):
+    def __init__(
+        self,
+        width: int = 128,
+        n_layers: int = 1,
+        dropout: float = 0.1,
+        lr: float = 2e-3,
+        weight_decay: float = 4.4e-5,
+        batch_size: int = 32,
+        max_epochs: int = 300,
+        max_seconds: float = 60.0,
+        patience: int = 20,
+        val_fraction: float = 0.2,
+        training: str = "pseudobulk",
+        n_control_samples: int = 200,
+        seed: int = 0,
+        n_threads: int | None = 1,
+    ):
         self.width, self.n_layers, self.dropout = width, n_layers, dropout
-        self._common(lr, weight_decay, batch_size, max_epochs, max_seconds, patience, val_fraction, training,
-                     n_control_samples, seed, n_threads)
+        self._common(
+            lr, weight_decay, batch_size, max_epochs, max_seconds, patience, val_fraction, training, n_control_samples, seed, n_threads
+        )
 
-    def _build(self, n_genes, n_pert, control):
+    def _build(self, n_genes: int, n_pert: int, control: torch.Tensor) -> torch.nn.Module:
         torch = _torch()
         w, L, d = int(self.width), int(self.n_layers), float(self.dropout)
         decoder = mlp(n_pert, w, n_genes, L, d)
@@ -413,7 +479,7 @@ class DecoderOnly(_PerturBenchModel):
             decoder[-1].bias.copy_(control)
         return _module(lambda m, x, p: m.decoder(p), decoder=decoder)
 
-    def _mean_prediction(self, net, p):
+    def _mean_prediction(self, net: torch.nn.Module, p: torch.Tensor) -> torch.Tensor:
         # the output does not depend on the control input: one pass per perturbation suffices
         return net(None, p)
 

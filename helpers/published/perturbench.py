@@ -39,45 +39,67 @@ _SCIPLEX = {
 MODE_COLLAPSED_MODEL = "decoder-cov"
 
 
-def _rows(dataset, model, metric, value, statistic, source, **extra):
-    return {"dataset": dataset, "model": model, "metric": _SUITE_NAME.get(metric, metric), "published_metric": metric,
-            "statistic": statistic, "value": value, "source": source, **extra}
+def _rows(dataset: str, model: str, metric: str, value: float, statistic: str, source: str, **extra) -> dict:
+    return {
+        "dataset": dataset,
+        "model": model,
+        "metric": _SUITE_NAME.get(metric, metric),
+        "published_metric": metric,
+        "statistic": statistic,
+        "value": value,
+        "source": source,
+        **extra,
+    }
 
 
 TABLES: dict[str, pd.DataFrame] = {
     "sciplex3_transfer": pd.DataFrame(
         [
-            _rows("Srivatsan20", model, metric, value, "mean over runs", "PerturBench compile_results.ipynb (METHODS.md C.5)",
-                  mode_collapsed=model == MODE_COLLAPSED_MODEL)
+            _rows(
+                "Srivatsan20",
+                model,
+                metric,
+                value,
+                "mean over runs",
+                "PerturBench compile_results.ipynb",
+                mode_collapsed=model == MODE_COLLAPSED_MODEL,
+            )
             for metric, values in _SCIPLEX.items()
             for model, value in zip(_SCIPLEX_MODELS, values)
         ]
     ),
     "evaluator_sanity_check": pd.DataFrame(
         [
-            _rows("Srivatsan20", "sampled (25 % of real cells)", m, v, "demo output",
-                  "PerturBench evaluator demo (METHODS.md C.5)")
+            _rows("Srivatsan20", "sampled (25 % of real cells)", m, v, "demo output", "PerturBench evaluator demo")
             for m, v in [("rmse_average", 0.0062), ("rmse_rank_average", 0.0), ("cosine_logfc", 0.918)]
         ]
         + [
-            _rows("Srivatsan20", "random (labels shuffled)", m, v, "demo output",
-                  "PerturBench evaluator demo (METHODS.md C.5)")
+            _rows("Srivatsan20", "random (labels shuffled)", m, v, "demo output", "PerturBench evaluator demo")
             for m, v in [("rmse_average", 0.0286), ("rmse_rank_average", 0.487), ("cosine_logfc", 0.006)]
         ]
     ),
     "gears_norman19": pd.DataFrame(
         [
-            _rows("Norman19", "GEARS", m, v, "mean ± sd over 4 seeds", "PerturBench gears/final_evaluation.ipynb (METHODS.md C.5)", sd=sd)
-            for m, v, sd in [("rmse_average", 0.0687, 0.0014), ("rmse_rank_average", 0.055, 0.014),
-                             ("cosine_logfc", 0.441, 0.005), ("cosine_rank_logfc", 0.052, 0.006)]
+            _rows("Norman19", "GEARS", m, v, "mean ± sd over 4 seeds", "PerturBench gears/final_evaluation.ipynb", sd=sd)
+            for m, v, sd in [
+                ("rmse_average", 0.0687, 0.0014),
+                ("rmse_rank_average", 0.055, 0.014),
+                ("cosine_logfc", 0.441, 0.005),
+                ("cosine_rank_logfc", 0.052, 0.006),
+            ]
         ]
     ),
     "cpa_verification_norman19": pd.DataFrame(
         [
-            _rows("Norman19", model, m, v, "single run, original CPA split",
-                  "PerturBench cpa_verification_norman19.ipynb (METHODS.md C.5)")
-            for m, theis, anubis in [("rmse_average", 0.1124, 0.0273), ("rmse_rank", 0.427, 0.009), ("cosine_logfc", 0.206, 0.750),
-                                     ("cosine_rank_logfc", 0.262, 0.013), ("top_k_recall", 0.099, 0.384), ("mmd_pca", 3.28, 2.31)]
+            _rows("Norman19", model, m, v, "single run, original CPA split", "PerturBench cpa_verification_norman19.ipynb")
+            for m, theis, anubis in [
+                ("rmse_average", 0.1124, 0.0273),
+                ("rmse_rank", 0.427, 0.009),
+                ("cosine_logfc", 0.206, 0.750),
+                ("cosine_rank_logfc", 0.262, 0.013),
+                ("top_k_recall", 0.099, 0.384),
+                ("mmd_pca", 3.28, 2.31),
+            ]
             for model, v in (("CPA (theis)", theis), ("CPA (PerturBench)", anubis))
         ]
     ),
