@@ -88,8 +88,10 @@ def predict_evaluated():
     t0 = time.perf_counter()
     pred = model.predict(ok)
     r = model.resources_
-    print(f"predicted {pred.shape[0]} perturbations in {time.perf_counter() - t0:.1f} s wall "
-          f"({r['predict_seconds']:.1f} s in GEARS); worker peak memory {r['predict_peak_memory_mb']:.0f} MB; unpredictable: {bad}")
+    print(
+        f"predicted {pred.shape[0]} perturbations in {time.perf_counter() - t0:.1f} s wall "
+        f"({r['predict_seconds']:.1f} s in GEARS); worker peak memory {r['predict_peak_memory_mb']:.0f} MB; unpredictable: {bad}"
+    )
 
 
 STEPS = [

@@ -1,8 +1,9 @@
 """GEARS as a model of the suite: data layout, GO graph, environment handling and a real run.
 
-The tests that run GEARS itself need its separate environment (``.venv-gears``). They are
-skipped, with the reason, unless it is built or ``$GEARS_PYTHON`` names an interpreter with
-GEARS; ``GEARS_BUILD_ENV=1`` lets this file build it first (about a minute, 1.8 GB). Every
+The tests that run GEARS itself (marker ``gears``, run by ``make test-gears``, not by ``make
+test``) need its separate environment (``.venv-gears``). They are skipped, with the reason,
+unless it is built or ``$GEARS_PYTHON`` names an interpreter with GEARS; ``GEARS_BUILD_ENV=1``
+(set by ``make test-gears``) lets this file build it first (about 3 minutes, 1.8 GB). Every
 other test runs in the suite's own environment without GEARS.
 """
 
@@ -21,11 +22,14 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from helpers.data.canonical import DataError, make_canonical
+from helpers.data.canonical import make_canonical
 from helpers.data.pseudobulk import pseudobulk
+from helpers.errors import DataError
 from helpers.knowledge import load_gene_go
 from helpers.models import gears as G
 from helpers.models.gears import GEARSModel, gears_condition, gears_go_edges, to_gears_anndata
+from helpers.models.gears import environment as GE
+from helpers.models.gears import model as GM
 
 ROOT = Path(__file__).resolve().parents[1]
 NORMAN = next((p for p in (ROOT / "data" / "norman2019_subset.h5ad", Path("/work/shared/data/norman2019_subset.h5ad")) if p.exists()), None)
@@ -87,10 +91,14 @@ def test_go_edges_follow_make_go_by_hand():
     edges = gears_go_edges(["A", "B", "C", "D"], TOY_GO)
     # Jaccard: A-B 2/4, A-C 1/12 (below 0.1, dropped), B-D 1/3, self pairs 1; make_GO's order
     expected = [
-        ("A", "A", 1.0), ("A", "B", 0.5),
-        ("B", "A", 0.5), ("B", "B", 1.0), ("B", "D", 1 / 3),
+        ("A", "A", 1.0),
+        ("A", "B", 0.5),
+        ("B", "A", 0.5),
+        ("B", "B", 1.0),
+        ("B", "D", 1 / 3),
         ("C", "C", 1.0),
-        ("D", "B", 1 / 3), ("D", "D", 1.0),
+        ("D", "B", 1 / 3),
+        ("D", "D", 1.0),
     ]
     assert list(edges.columns) == ["source", "target", "importance"]
     assert [(s, t) for s, t, _ in expected] == list(zip(edges["source"], edges["target"]))
@@ -109,9 +117,9 @@ def test_environment_status_and_override(tmp_path, monkeypatch):
     (env / "bin").mkdir(parents=True)
     (env / "bin" / "python").write_text("")
     assert G.find_gears_python(env) is None
-    (env / G._MARKER).write_text(json.dumps({"requirements": ["cell-gears==0.1.1"]}))
+    (env / GE._MARKER).write_text(json.dumps({"requirements": ["cell-gears==0.1.1"]}))
     assert G.find_gears_python(env) is None
-    (env / G._MARKER).write_text(json.dumps({"requirements": list(G.GEARS_REQUIREMENTS)}))
+    (env / GE._MARKER).write_text(json.dumps({"requirements": list(G.GEARS_REQUIREMENTS)}))
     assert G.find_gears_python(env) == env / "bin" / "python"
     monkeypatch.setenv(G.PYTHON_ENV_VAR, str(tmp_path / "nope" / "python"))
     with pytest.raises(G.GEARSEnvironmentError, match="does not exist"):
@@ -130,7 +138,7 @@ def test_pins_keep_torch_and_the_scipy_cap():
 def test_worker_refuses_network_connections():
     code = (
         "import importlib.util, sys, urllib.request\n"
-        f"spec = importlib.util.spec_from_file_location('w', {str(G.WORKER)!r})\n"
+        f"spec = importlib.util.spec_from_file_location('w', {str(GM.WORKER)!r})\n"
         "w = importlib.util.module_from_spec(spec); spec.loader.exec_module(w)\n"
         "w.block_network()\n"
         "try:\n"
@@ -143,7 +151,7 @@ def test_worker_refuses_network_connections():
 
 
 def test_worker_seeds_do_not_depend_on_the_request():
-    spec = __import__("importlib.util").util.spec_from_file_location("w", G.WORKER)
+    spec = __import__("importlib.util").util.spec_from_file_location("w", GM.WORKER)
     w = __import__("importlib.util").util.module_from_spec(spec)
     spec.loader.exec_module(w)
     assert w.pert_seed(1, "KLF1") == w.pert_seed(1, "KLF1") != w.pert_seed(2, "KLF1")
@@ -211,7 +219,9 @@ def test_held_out_validation_is_seeded_and_disjoint(norman):
     a, b, c = runs
     assert a == b and a["val"] != c["val"]
     assert len(a["val"]) == 2 and not set(a["val"]) & set(a["train"])
-    assert sorted(a["val"] + a["train"][1:]) == sorted(gears_condition(p) for p in ["KLF1", "MAP2K6", "TGFBR2", "MAPK1", "SGK1", "HK2", "FOXO4", "NIT1"])
+    assert sorted(a["val"] + a["train"][1:]) == sorted(
+        gears_condition(p) for p in ["KLF1", "MAP2K6", "TGFBR2", "MAPK1", "SGK1", "HK2", "FOXO4", "NIT1"]
+    )
 
 
 def test_fit_refuses_bad_input_before_starting_gears(norman, tiny_screen):
@@ -264,6 +274,7 @@ def fitted(norman, gears_python):
     return model, model.predict(TINY_PREDICT)
 
 
+@pytest.mark.gears
 def test_gears_trains_one_epoch_and_predicts_named_profiles(fitted, norman):
     model, pred = fitted
     assert len(model.history_) == 1 and np.isfinite(model.history_["train_mse"]).all()
@@ -282,6 +293,7 @@ def test_gears_trains_one_epoch_and_predicts_named_profiles(fitted, norman):
     assert model.resources_["fit_peak_memory_mb"] > 100 and model.resources_["train_seconds"] > 0
 
 
+@pytest.mark.gears
 def test_gears_is_deterministic_and_predictions_ignore_request_order(fitted, norman):
     model, pred = fitted
     twin = GEARSModel(**model.get_params()).fit(tiny(norman, TINY_TRAIN))
@@ -291,6 +303,7 @@ def test_gears_is_deterministic_and_predictions_ignore_request_order(fitted, nor
     pd.testing.assert_frame_equal(again, pred.loc[TINY_PREDICT[::-1][:2]])
 
 
+@pytest.mark.gears
 def test_our_go_graph_equals_gears_make_go(gears_python, tmp_path):
     genes = sorted(["KLF1", "MAP2K6", "MAP2K3", "TGFBR2", "MAPK1", "HBB", "HBA1", "GATA1", "TP53", "SGK1"])
     go = load_gene_go()
@@ -299,7 +312,7 @@ def test_our_go_graph_equals_gears_make_go(gears_python, tmp_path):
         pickle.dump({g: set(go[g]) for g in genes}, f)
     code = (
         "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('w', {str(G.WORKER)!r})\n"
+        f"spec = importlib.util.spec_from_file_location('w', {str(GM.WORKER)!r})\n"
         "w = importlib.util.module_from_spec(spec); spec.loader.exec_module(w); w.stub_dcor()\n"
         "from gears.utils import make_GO\n"
         f"df = make_GO({str(tmp_path)!r}, {genes!r}, 'probe', num_workers=2, save=False)\n"
@@ -311,6 +324,7 @@ def test_our_go_graph_equals_gears_make_go(gears_python, tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(out), gears_go_edges(genes), check_exact=False, rtol=1e-12)
 
 
+@pytest.mark.gears
 def test_missing_gears_input_is_an_error_not_a_download(norman, gears_python):
     class NoGO(GEARSModel):
         def _run_worker(self, mode, workdir, description, total):

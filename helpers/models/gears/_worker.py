@@ -185,6 +185,23 @@ def reuse_training_evaluation(model) -> None:
     gears.gears.evaluate = evaluate
 
 
+def numerics() -> dict:
+    """Which numerical kernels ran: torch's CPU capability and the pinning variables set."""
+    import torch
+
+    keys = (
+        "ATEN_CPU_CAPABILITY",
+        "MKL_CBWR",
+        "MKL_ENABLE_INSTRUCTIONS",
+        "DNNL_MAX_CPU_ISA",
+        "OPENBLAS_CORETYPE",
+        "NPY_DISABLE_CPU_FEATURES",
+        "NUMBA_CPU_NAME",
+        "OMP_NUM_THREADS",
+    )
+    return {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), **{k: os.environ.get(k) for k in keys}}
+
+
 def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -273,6 +290,7 @@ def main(argv: list[str]) -> int:
         seed_everything(cfg["seed"])
         result = fit(workdir, cfg) if mode == "fit" else predict(workdir, cfg)
         result["peak_memory_mb"] = peak_memory_mb()
+        result["numerics"] = numerics()
         (workdir / f"{mode}_result.json").write_text(json.dumps(result))
         emit("done", mode=mode)
         return 0

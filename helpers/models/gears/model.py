@@ -3,11 +3,12 @@
 GEARS 0.1.2 (``cell-gears`` on PyPI) cannot share the suite's environment: it needs
 ``scipy<1.15`` (newer scipy breaks ``GEARS.__init__``), and scipy 1.14 in turn needs
 ``numpy<2.3``, while the suite pins scipy 1.17.1 and numpy 2.4.6. So GEARS lives in its
-own virtual environment, ``.venv-gears`` at the project root, built on first use by
-:func:`ensure_gears_environment` with exact pins (:data:`GEARS_REQUIREMENTS`; torch is the
-same CPU build 2.13.0 as the suite's). :class:`GEARSModel` is an ordinary model of the
+own virtual environment (``GEARS_ENV_DIR``: ``.venv-gears`` in a checkout, the user cache
+folder for an installed package), built on first use by :func:`ensure_gears_environment`
+with exact pins (:data:`GEARS_REQUIREMENTS`; torch is the same CPU build 2.13.0 as the
+suite's). :class:`GEARSModel` is an ordinary model of the
 suite (``fit``/``predict``) that runs GEARS in a subprocess of that environment
-(``_gears_worker.py``) and exchanges data with it through files in a private folder.
+(:mod:`helpers.models.gears._worker`) and exchanges data with it through files in a private folder.
 
 What the wrapper does for GEARS:
 
@@ -29,8 +30,6 @@ always in it; other genes to be predicted later go in ``perturbable_genes``.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
 import pickle
@@ -42,249 +41,51 @@ import weakref
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
-from ..data.canonical import CONTROL, DataError, target_genes, validate
-from ..data.pseudobulk import is_pseudobulk
-from ..knowledge.go import load_gene_go
-from ..knowledge.go_features import go_similarity
-from .base import PerturbationModel
+from ...data.annotations import load_gene_go
+from ...data.canonical import CONTROL, target_genes
+from ...errors import DataError
+from ..base import ModelTags, PerturbationModel
+from .environment import GEARSEnvironmentError, ensure_gears_environment
+from .layout import gears_condition, gears_go_edges, to_gears_anndata
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-#: Where the GEARS environment is built (relative to the project root; gitignored).
-GEARS_ENV_DIR = PROJECT_ROOT / ".venv-gears"
-#: Set to a Python interpreter that has GEARS installed to use it instead of ``.venv-gears``.
-PYTHON_ENV_VAR = "GEARS_PYTHON"
-#: Set to 1 to let the tests build ``.venv-gears`` (about 1.8 GB, a minute with the local torch wheel).
-BUILD_ENV_VAR = "GEARS_BUILD_ENV"
-WORKER = Path(__file__).with_name("_gears_worker.py")
-_MARKER = "helpers-gears-env.json"
-_DATASET = "suite"  # must match _gears_worker.DATASET
+if TYPE_CHECKING:
+    from anndata import AnnData
 
-#: Exact pins of the GEARS environment (``pip freeze`` of a working install, Python 3.11).
-#: cell-gears declares neither torch_geometric (which it imports) nor an upper bound on
-#: scipy (1.15+ breaks ``GEARS.__init__``); scipy 1.14.1 needs numpy < 2.3.
-GEARS_REQUIREMENTS = (
-    "cell-gears==0.1.2",
-    "torch==2.13.0",
-    "torch-geometric==2.8.1",
-    "scipy==1.14.1",
-    "numpy==2.2.6",
-    "pandas==2.3.3",
-    "anndata==0.12.19",
-    "scanpy==1.11.5",
-    "scikit-learn==1.9.1",
-    "networkx==3.6.1",
-    "dcor==0.7",
-    "h5py==3.16.0",
-    "tqdm==4.70.1",
-    "numba==0.68.1",
-    "llvmlite==0.50.0",
-    "matplotlib==3.11.2",
-    "seaborn==0.13.2",
-    "statsmodels==0.15.0",
-    "umap-learn==0.5.12",
-    "pynndescent==0.7.0",
-    "requests==2.34.2",
-    "aiohttp==3.14.5",
-    "zarr==3.1.6",
-    "numcodecs==0.16.6",
-    "joblib==1.6.0",
-    "threadpoolctl==3.8.0",
-    "sympy==1.14.0",
-    "filelock==4.2.11",
-    "fsspec==2026.9.0",
-    "jinja2==3.1.6",
-    "psutil==7.2.2",
-    "pyparsing==3.3.3",
-    "packaging==26.3",
-    "natsort==8.4.0",
-    "legacy-api-wrap==1.5",
-    "session-info2==0.4.1",
-    "patsy==1.0.3",
-    "formulaic==1.2.2",
-    "xxhash==4.1.0",
-    "typing-extensions==4.16.0",
-)
+WORKER = Path(__file__).with_name("_worker.py")
+_DATASET = "suite"  # must match _worker.DATASET
 
 
-class GEARSEnvironmentError(RuntimeError):
-    """The GEARS environment is missing, or could not be built."""
+#: Numerical kernels the worker is pinned to, so that GEARS computes the same numbers on every
+#: x86-64 CPU with AVX2 (nearly all since 2013): torch's own vectorised kernels, MKL (with its
+#: conditional numerical reproducibility), oneDNN, numpy's OpenBLAS and its own SIMD dispatch,
+#: and numba's code generation (scanpy's statistics). Without the pins each library picks the
+#: widest instructions of the CPU, and GEARS' training amplifies the last-bit differences: on
+#: one machine, torch, MKL and oneDNN on AVX-512 or on AVX2 gave predictions up to 0.13 apart
+#: (log-expression) after 2 epochs. A value already in the environment is kept.
+NUMERICS_ENV = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_CBWR": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "DNNL_MAX_CPU_ISA": "AVX2",
+    "OPENBLAS_CORETYPE": "Haswell",
+    "NPY_DISABLE_CPU_FEATURES": "AVX512F AVX512CD AVX512_KNL AVX512_KNM AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL",
+    "NUMBA_CPU_NAME": "haswell",
+}
 
 
 class GEARSWorkerError(RuntimeError):
     """GEARS failed inside its worker process; the message holds its last output lines."""
 
 
-# -- the separate environment -------------------------------------------------------------------
-
-
-def _env_python(env_dir: Path) -> Path:
-    return env_dir / "bin" / "python"
-
-
-def find_gears_python(env_dir: Path | str | None = None) -> Path | None:
-    """The Python interpreter with GEARS, if one is ready; ``None`` otherwise.
-
-    ``$GEARS_PYTHON`` wins if set; otherwise ``.venv-gears`` counts as ready when it was
-    completely built with the current :data:`GEARS_REQUIREMENTS`.
-    """
-    override = os.environ.get(PYTHON_ENV_VAR)
-    if override:
-        return Path(override)
-    env_dir = Path(env_dir) if env_dir is not None else GEARS_ENV_DIR
-    marker = env_dir / _MARKER
-    try:
-        recorded = json.loads(marker.read_text())["requirements"]
-    except (OSError, ValueError, KeyError):
-        return None
-    if recorded != list(GEARS_REQUIREMENTS) or not _env_python(env_dir).exists():
-        return None
-    return _env_python(env_dir)
-
-
-def gears_environment_status(env_dir: Path | str | None = None) -> str:
-    """One line saying whether GEARS can run here, and how to make it so."""
-    python = find_gears_python(env_dir)
-    if python is not None:
-        return f"GEARS environment ready: {python}"
-    return (
-        f"the GEARS environment is not built ({Path(env_dir or GEARS_ENV_DIR)}); build it once with "
-        "`python -m helpers.models.gears build` (about 1.8 GB; needs the package registry), or point "
-        f"${PYTHON_ENV_VAR} at a Python with cell-gears 0.1.2"
-    )
-
-
-def ensure_gears_environment(env_dir: Path | str | None = None, python: str | None = None, quiet: bool = False) -> Path:
-    """Return the Python interpreter of the GEARS environment, building it if needed.
-
-    The environment is a virtual environment at ``env_dir`` (default ``.venv-gears`` in
-    the project root) with exactly :data:`GEARS_REQUIREMENTS`. A marker file written last
-    records the pins; an environment without it (interrupted build) or with other pins is
-    rebuilt from scratch. A lock file serialises concurrent builds. If ``$GEARS_PYTHON``
-    is set, that interpreter is used and nothing is built.
-
-    Parameters
-    ----------
-    env_dir
-        Where to build; default :data:`GEARS_ENV_DIR`.
-    python
-        Interpreter that creates the environment (Python 3.11); default: this one.
-    quiet
-        Do not print the one-line build notice.
-    """
-    ready = find_gears_python(env_dir)
-    if ready is not None:
-        if os.environ.get(PYTHON_ENV_VAR) and not ready.exists():
-            raise GEARSEnvironmentError(f"${PYTHON_ENV_VAR}={ready} does not exist.")
-        return ready
-    env_dir = (Path(env_dir) if env_dir is not None else GEARS_ENV_DIR).resolve()
-    env_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Lock and log live in the temp folder, keyed by the environment's path, not in the project.
-    key = hashlib.sha1(str(env_dir).encode()).hexdigest()[:12]
-    scratch = Path(tempfile.gettempdir())
-    with open(scratch / f"gears-env-{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        ready = find_gears_python(env_dir)  # another process may have built it meanwhile
-        if ready is not None:
-            return ready
-        if env_dir.exists():
-            shutil.rmtree(env_dir)
-        if not quiet:
-            print(f"Building the GEARS environment in {env_dir} (once; about a minute and 1.8 GB) ...", file=sys.stderr, flush=True)
-        log = scratch / f"gears-env-{key}-build.log"
-        steps = [
-            [python or sys.executable, "-m", "venv", str(env_dir)],
-            [str(_env_python(env_dir)), "-m", "pip", "install", "--no-input", *GEARS_REQUIREMENTS],
-            [str(_env_python(env_dir)), "-c", "import gears, torch_geometric, scipy; print(scipy.__version__)"],
-        ]
-        with open(log, "w") as out:
-            for cmd in steps:
-                out.write("$ " + " ".join(cmd) + "\n")
-                out.flush()
-                result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
-                if result.returncode != 0:
-                    out.close()
-                    tail = "".join(deque(open(log, errors="replace"), maxlen=15))
-                    raise GEARSEnvironmentError(
-                        f"building the GEARS environment failed at `{' '.join(cmd[:4])} ...` (exit {result.returncode}). "
-                        f"Full log: {log}. Last lines:\n{tail}"
-                    )
-        (env_dir / _MARKER).write_text(json.dumps({"requirements": list(GEARS_REQUIREMENTS)}, indent=1))
-        log.unlink(missing_ok=True)
-    return _env_python(env_dir)
-
-
-# -- data in GEARS' layout ----------------------------------------------------------------------
-
-
-def gears_condition(perturbation: str) -> str:
-    """GEARS' name of a canonical perturbation: ``ctrl``, ``A+ctrl`` or ``A+B``."""
-    genes = target_genes(perturbation)
-    if not genes:
-        return "ctrl"
-    if len(genes) == 1:
-        return f"{genes[0]}+ctrl"
-    if len(genes) == 2:
-        return f"{genes[0]}+{genes[1]}"
-    raise DataError(f"GEARS models one or two target genes, not {len(genes)} ({perturbation!r})")
-
-
-def to_gears_anndata(adata, cell_type: str | None = None):
-    """Canonical cells in the layout GEARS' ``PertData.new_data_process`` expects.
-
-    ``obs['condition']`` (:func:`gears_condition`), ``obs['cell_type']`` (the single
-    ``obs['context']`` value if present, else ``cell_type`` or ``"cells"``),
-    ``var['gene_name']`` = ``var_names`` = gene symbols, ``X`` = the log-normalised
-    expression as float32 CSR (GEARS calls ``.toarray()`` on rows). Counts are not passed.
-    """
-    import anndata as ad
-
-    if is_pseudobulk(adata):
-        raise DataError("GEARS trains on single cells; pass the cells, not a pseudobulk.")
-    validate(adata)
-    if "context" in adata.obs and adata.obs["context"].nunique() > 1:
-        raise DataError(
-            f"GEARS models one cell type, but the data hold {adata.obs['context'].nunique()} contexts; "
-            "fit one model per context (subset obs['context'])."
-        )
-    if cell_type is None:
-        cell_type = str(adata.obs["context"].iloc[0]) if "context" in adata.obs else "cells"
-    perts = adata.obs["perturbation"].astype(str)
-    names = {p: gears_condition(p) for p in perts.unique()}
-    obs = pd.DataFrame(
-        {"condition": perts.map(names).to_numpy(), "cell_type": cell_type},
-        index=pd.Index([f"cell{i}" for i in range(adata.n_obs)]),
-    )
-    var = pd.DataFrame({"gene_name": adata.var_names.astype(str).to_numpy()}, index=adata.var_names.astype(str).copy())
-    return ad.AnnData(X=sp.csr_matrix(adata.X, dtype=np.float32), obs=obs, var=var)
-
-
-def gears_go_edges(genes: Sequence[str], gene_go=None) -> pd.DataFrame:
-    """The GO graph GEARS' ``make_GO`` builds for ``genes``, computed without a process pool.
-
-    Edges ``(source, target, importance)`` for every ordered pair (self pairs included)
-    whose Jaccard similarity of GO terms is above 0.1, in ``make_GO``'s order (sources,
-    then targets, both in the order of ``genes``, which GEARS keeps sorted). GEARS then
-    keeps, for each target, the ``num_similar_genes_go_graph + 1`` largest edges.
-    """
-    genes = list(genes)
-    S = sp.coo_matrix(go_similarity(genes, min_similarity=0.1, gene_go=gene_go))
-    order = np.lexsort((S.col, S.row))
-    names = np.asarray(genes, dtype=object)
-    return pd.DataFrame({"source": names[S.row[order]], "target": names[S.col[order]], "importance": S.data[order]})
-
-
-# -- the model -------------------------------------------------------------------------------------
-
-
 def _event(line: str) -> dict | None:
     if line.startswith("@@gears "):
         try:
-            return json.loads(line[len("@@gears "):])
+            return json.loads(line[len("@@gears ") :])
         except ValueError:
             return None
     return None
@@ -331,7 +132,7 @@ class GEARSModel(PerturbationModel):
         two threads made an epoch about ten times slower than one (threads waiting for
         each other). Results can differ in the last digits between thread counts.
     python
-        Interpreter with GEARS installed; default: ``$GEARS_PYTHON`` or ``.venv-gears``,
+        Interpreter with GEARS installed; default: ``$GEARS_PYTHON`` or :data:`GEARS_ENV_DIR`,
         built on first use by :func:`ensure_gears_environment`.
     verbose
         Echo GEARS' own log lines.
@@ -357,17 +158,22 @@ class GEARSModel(PerturbationModel):
         resident memory for fitting and predicting (MB).
     workdir_ : pathlib.Path
         Private folder with GEARS' data and the trained weights (removed with the model).
+    numerics_ : dict
+        The kernels the worker ran with: torch's CPU capability and the pins of :data:`NUMERICS_ENV`.
 
     Notes
     -----
     Determinism: the worker seeds every generator, runs with ``PYTHONHASHSEED=0`` (GEARS
     iterates over Python sets in its loss) and ``torch.use_deterministic_algorithms``;
     predictions sample their control cells with a seed derived from the perturbation's
-    name, so a prediction does not depend on which others are requested. Floating-point
-    results may still differ across machines, BLAS builds or thread counts.
+    name, so a prediction does not depend on which others are requested. Its numerical
+    kernels are pinned to AVX2 (:data:`NUMERICS_ENV`), so that another x86-64 CPU computes
+    the same numbers; they may still differ with other thread counts or library builds.
     """
 
     name = "GEARS"
+
+    _tags = ModelTags(training_data="cells", environment="gears", slow=True)
 
     def __init__(
         self,
@@ -420,12 +226,14 @@ class GEARSModel(PerturbationModel):
         }
 
     def _run_worker(self, mode: str, workdir: Path, description: str, total: int | None) -> dict:
-        from ..progress import progress as tqdm
+        from ...console import progress_bar as tqdm
 
         python = self._python()
         env = dict(os.environ)
         # MPLBACKEND: a Jupyter kernel exports its inline backend, which the worker's matplotlib does not have
         env.update({"PYTHONHASHSEED": "0", "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "", "MPLBACKEND": "Agg"})
+        for key, value in NUMERICS_ENV.items():
+            env.setdefault(key, value)
         env.pop("PYTHONPATH", None)
         if self.n_threads:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.n_threads)
@@ -469,8 +277,7 @@ class GEARSModel(PerturbationModel):
         if returncode != 0 or not result_file.exists():
             tail = "\n".join(last) or "(no output)"
             raise GEARSWorkerError(
-                f"GEARS failed while {stage} (worker exit code {returncode}; command: {' '.join(cmd)}). "
-                f"Last lines of its output:\n{tail}"
+                f"GEARS failed while {stage} (worker exit code {returncode}; command: {' '.join(cmd)}). Last lines of its output:\n{tail}"
             )
         return json.loads(result_file.read_text())
 
@@ -481,7 +288,7 @@ class GEARSModel(PerturbationModel):
         self._workdir_finalizer = None
 
     # -- fit / predict --------------------------------------------------------------------------
-    def fit(self, train):
+    def fit(self, train: AnnData) -> Self:
         if self.epochs < 1:
             raise ValueError("epochs must be at least 1")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -565,6 +372,7 @@ class GEARSModel(PerturbationModel):
         self.perturbable_genes_without_go_ = no_go_requested
         self.history_ = pd.DataFrame(result["history"]).set_index("epoch") if result["history"] else pd.DataFrame()
         self.resources_ = {**result["timings"], "fit_peak_memory_mb": float(result["peak_memory_mb"])}
+        self.numerics_ = dict(result.get("numerics", {}))
         return self
 
     def unpredictable(self, perturbations: Sequence[str]) -> dict[str, str]:
@@ -592,7 +400,7 @@ class GEARSModel(PerturbationModel):
                 )
         return out
 
-    def _predict(self, perturbations):
+    def _predict(self, perturbations: list[str]) -> pd.DataFrame:
         if not perturbations:
             return pd.DataFrame(np.zeros((0, len(self.genes_))), index=pd.Index([], dtype=object), columns=self.genes_.copy())
         workdir = Path(self.workdir_)
@@ -609,18 +417,3 @@ class GEARSModel(PerturbationModel):
         self.resources_.update(result["timings"])
         self.resources_["predict_peak_memory_mb"] = float(result["peak_memory_mb"])
         return pd.DataFrame(values, index=pd.Index(perturbations), columns=self.genes_.copy())
-
-
-def _main(argv: list[str]) -> int:
-    if argv[1:] == ["build"]:
-        print(ensure_gears_environment())
-        return 0
-    if argv[1:] == ["status"]:
-        print(gears_environment_status())
-        return 0
-    print("usage: python -m helpers.models.gears build|status", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv))
