@@ -22,10 +22,10 @@ import pandas as pd
 
 DATASET = "norman2019_scfoundation"
 PAPER = "Ahlmann-Eltze, Huber & Anders, Nature Methods 2025"
-_PANEL_A = "source_data/perturbation_prediction.xlsx, Panel A (METHODS.md A.6)"
+_PANEL_A = "source_data/perturbation_prediction.xlsx, Panel A"
 
 
-def _rows(records, source, **constant):
+def _rows(records: list[dict], source: str, **constant) -> pd.DataFrame:
     frame = pd.DataFrame(records)
     for key, value in constant.items():
         frame[key] = value
@@ -74,14 +74,23 @@ l2_per_seed = _rows(
 cumulative_l2 = _rows(
     [
         {"model": m, "n_genes": 19264, "metric": "cumulative_l2_by_control_expression", "statistic": "mean over doubles", "value": v}
-        for m, v in (("additive", 4.30), ("Geneformer", 5.17), ("scBERT", 5.98), ("UCE", 5.98), ("scGPT", 6.32),
-                     ("GEARS", 6.57), ("no change", 7.49), ("scFoundation", 12.5), ("CPA", 23.95))
+        for m, v in (
+            ("additive", 4.30),
+            ("Geneformer", 5.17),
+            ("scBERT", 5.98),
+            ("UCE", 5.98),
+            ("scGPT", 6.32),
+            ("GEARS", 6.57),
+            ("no change", 7.49),
+            ("scFoundation", 12.5),
+            ("CPA", 23.95),
+        )
     ]
     + [
         {"model": m, "n_genes": 100, "metric": "cumulative_l2_by_control_expression", "statistic": "mean over doubles", "value": v}
         for m, v in (("additive", 0.73), ("no change", 1.39))
     ],
-    "suppl-pearson_delta_performance.xlsx, Panel B (METHODS.md A.6)",
+    "suppl-pearson_delta_performance.xlsx, Panel B",
 )
 
 # (model, AUPRC mean, AUPRC se, AUROC mean, AUROC se), final version, 5 seeds
@@ -107,7 +116,7 @@ gi_detection = _rows(
             ("gi_auroc", "se over 5 seeds", roc_se),
         )
     ],
-    "suppl-roc_curves.pdf, final version (METHODS.md A.6)",
+    "suppl-roc_curves.pdf, final version",
 )
 
 gi_tpr_at_fdp = _rows(
@@ -119,7 +128,7 @@ gi_tpr_at_fdp = _rows(
         )
         for m, v in zip(("no change", "scBERT", "UCE", "scGPT", "scFoundation", "GEARS", "Geneformer", "CPA"), values)
     ],
-    "perturbation_prediction.xlsx, Panel C (METHODS.md A.6)",
+    "perturbation_prediction.xlsx, Panel C",
 )
 
 gi_classes = _rows(
@@ -128,19 +137,36 @@ gi_classes = _rows(
         for c, v in (("additive", 118965), ("other", 1396), ("buffering", 2878), ("synergy", 761), ("opposite", 0))
     ]
     + [
-        {"model": "observed data", "class": "below lower threshold", "metric": "gi_pairs", "statistic": "count, 124,000 pairs", "value": 1408},
-        {"model": "observed data", "class": "above upper threshold", "metric": "gi_pairs", "statistic": "count, 124,000 pairs", "value": 3627},
+        {
+            "model": "observed data",
+            "class": "below lower threshold",
+            "metric": "gi_pairs",
+            "statistic": "count, 124,000 pairs",
+            "value": 1408,
+        },
+        {
+            "model": "observed data",
+            "class": "above upper threshold",
+            "metric": "gi_pairs",
+            "statistic": "count, 124,000 pairs",
+            "value": 3627,
+        },
     ],
-    "source data 'Panel E' and suppl-qqplot.pdf (METHODS.md A.5.3); 'cryptic' is the suite's 'opposite'",
+    "source data 'Panel E' and suppl-qqplot.pdf; 'cryptic' is the suite's 'opposite'",
 )
 
 gi_null_v1 = _rows(
     [
         {"model": "observed data", "metric": metric, "statistic": "v1 (bioRxiv): locfdr on the 5-seed pool", "value": v}
-        for metric, v in (("gi_null_delta", 0.00677), ("gi_null_sigma", 0.0576), ("gi_null_p0", 0.827),
-                          ("gi_lower_threshold", -0.2049), ("gi_upper_threshold", 0.1948))
+        for metric, v in (
+            ("gi_null_delta", 0.00677),
+            ("gi_null_sigma", 0.0576),
+            ("gi_null_p0", 0.827),
+            ("gi_lower_threshold", -0.2049),
+            ("gi_upper_threshold", 0.1948),
+        )
     ],
-    "double_perturbation_analysis.html v1 (METHODS.md A.5.2); the final version's thresholds are not published",
+    "double_perturbation_analysis.html v1; the final version's thresholds are not published",
 )
 
 TABLES = {

@@ -18,6 +18,9 @@ screen: K562 for Adamson and RPE1, RPE1 for K562), ``linear (P from GO)`` (P = t
 ``linear (random G)``; the published models keep their names (``GEARS``, ``scGPT``, ...;
 ``*`` marks the foundation models repurposed through a linear decoder).
 
+Panel C's ``embedding`` column names where P comes from (it is not a cell-line ``context``: the
+run of the unseen-perturbation chapter is a single screen, so its rows match these).
+
 The Fig. 2c ratios were recomputed from the source data with a 2,000-resample bootstrap
 (the paper used 10,000); ``ci_low``/``ci_high`` are given where METHODS.md records them.
 """
@@ -41,28 +44,36 @@ SIMULATED_COUNTERPART = {
     "replogle_rpe1_like_full": "replogle2022_rpe1_essential",
 }
 
-#: The reference screen whose PCA gives P for "linear (P from other screen)" (METHODS.md A.3).
+#: The reference screen whose PCA gives P for "linear (P from other screen)".
 OTHER_SCREEN = {
     "adamson2016": "replogle2022_k562_essential",
     "replogle2022_rpe1_essential": "replogle2022_k562_essential",
     "replogle2022_k562_essential": "replogle2022_rpe1_essential",
 }
 
-_PANEL_A_SOURCE = "source_data/single_perturbation_prediction.xlsx Panel A (METHODS.md A.6)"
-_PANEL_C_SOURCE = "source_data/single_perturbation_prediction.xlsx Panel C (METHODS.md A.6)"
-_RATIO_SOURCE = "Fig. 2c, recomputed from Panel C with a 2,000-resample bootstrap (METHODS.md A.6)"
+_PANEL_A_SOURCE = "source_data/single_perturbation_prediction.xlsx Panel A"
+_PANEL_C_SOURCE = "source_data/single_perturbation_prediction.xlsx Panel C"
+_RATIO_SOURCE = "Fig. 2c, recomputed from Panel C with a 2,000-resample bootstrap"
 _PANEL_A_STAT = "mean over test+val perturbations of seeds 1-2 predicted by all main methods"
 _N_PANEL_A = dict(zip(DATASETS, (48, 262, 413)))
 _N_FIG2C = dict(zip(DATASETS, (20, 214, 224)))
 
-_PANEL_A_MODELS = ("mean", "linear", "GEARS", "scGPT", "UCE*", "scBERT*", "Geneformer*")
+# The paper marks UCE, scBERT and Geneformer with an asterisk: foundation models not built to predict
+# perturbations, repurposed with a linear decoder on their embeddings. The names say so in words.
+_PANEL_A_MODELS = (
+    "mean",
+    "linear",
+    "GEARS",
+    "scGPT",
+    "UCE (repurposed, linear decoder)",
+    "scBERT (repurposed, linear decoder)",
+    "Geneformer (repurposed, linear decoder)",
+)
 # per dataset: L2 values, then PearsonΔ values, in the order of _PANEL_A_MODELS
 _PANEL_A = {
     "adamson2016": ((3.936, 4.081, 3.867, 4.951, 3.936, 3.878, 3.908), (0.724, 0.717, 0.726, 0.595, 0.724, 0.728, 0.726)),
-    "replogle2022_k562_essential": ((4.193, 4.097, 4.079, 4.437, 4.200, 4.192, 4.236),
-                                    (0.408, 0.436, 0.388, 0.316, 0.409, 0.408, 0.404)),
-    "replogle2022_rpe1_essential": ((5.534, 5.390, 6.113, 5.991, 5.507, 5.528, 5.494),
-                                    (0.678, 0.680, 0.636, 0.588, 0.680, 0.678, 0.678)),
+    "replogle2022_k562_essential": ((4.193, 4.097, 4.079, 4.437, 4.200, 4.192, 4.236), (0.408, 0.436, 0.388, 0.316, 0.409, 0.408, 0.404)),
+    "replogle2022_rpe1_essential": ((5.534, 5.390, 6.113, 5.991, 5.507, 5.528, 5.494), (0.678, 0.680, 0.636, 0.588, 0.680, 0.678, 0.678)),
 }
 
 # model -> (Adamson, K562, RPE1) mean ratio L2(model)/L2(mean); CIs where recorded
@@ -86,8 +97,17 @@ def _panel_a() -> pd.DataFrame:
     for dataset, (l2s, pds) in _PANEL_A.items():
         for metric, values in (("l2", l2s), ("pearson_delta_vs_control", pds)):
             for model, value in zip(_PANEL_A_MODELS, values):
-                rows.append({"dataset": dataset, "model": model, "metric": metric, "statistic": _PANEL_A_STAT,
-                             "value": value, "n": _N_PANEL_A[dataset], "source": _PANEL_A_SOURCE})
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "model": model,
+                        "metric": metric,
+                        "statistic": _PANEL_A_STAT,
+                        "value": value,
+                        "n": _N_PANEL_A[dataset],
+                        "source": _PANEL_A_SOURCE,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -96,10 +116,19 @@ def _ratios() -> pd.DataFrame:
     for model, values in _RATIOS.items():
         cis = _RATIO_CI.get(model, ((float("nan"), float("nan")),) * 3)
         for dataset, value, (low, high) in zip(DATASETS, values, cis):
-            rows.append({"dataset": dataset, "model": model, "metric": "l2_ratio_to_mean",
-                         "statistic": "mean over perturbations of L2(model) / L2(mean), both seeds pooled",
-                         "value": value, "ci_low": low, "ci_high": high, "n": _N_FIG2C[dataset],
-                         "source": _RATIO_SOURCE + ("; read off the figure" if model == "CPA" else "")})
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "model": model,
+                    "metric": "l2_ratio_to_mean",
+                    "statistic": "mean over perturbations of L2(model) / L2(mean), both seeds pooled",
+                    "value": value,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n": _N_FIG2C[dataset],
+                    "source": _RATIO_SOURCE + ("; read off the figure" if model == "CPA" else ""),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -111,19 +140,38 @@ def _panel_c() -> pd.DataFrame:
         ("replogle2022_k562_essential", "RPE1", 3.543, 4.136, 0.546),
         ("replogle2022_rpe1_essential", "K562", 5.147, 5.982, 0.790),
     ):
-        extra = {"statistic": stat, "n": _N_FIG2C[dataset], "source": _PANEL_C_SOURCE, "context": f"P from {reference}"}
+        extra = {"statistic": stat, "n": _N_FIG2C[dataset], "source": _PANEL_C_SOURCE, "embedding": f"P from {reference}"}
         rows.append({"dataset": dataset, "model": "linear (P from other screen)", "metric": "l2", "value": lm, **extra})
         rows.append({"dataset": dataset, "model": "mean", "metric": "l2", "value": mean, **extra})
-        rows.append({"dataset": dataset, "model": "linear (P from other screen)", "metric": "pearson_delta_vs_control",
-                     "value": pd_lm, **extra})
+        rows.append(
+            {"dataset": dataset, "model": "linear (P from other screen)", "metric": "pearson_delta_vs_control", "value": pd_lm, **extra}
+        )
     # P from the same screen: leaky, because every condition (test included) is in that PCA
     for dataset, value in (("replogle2022_k562_essential", 2.826), ("replogle2022_rpe1_essential", 3.739)):
-        rows.append({"dataset": dataset, "model": "linear (P from same screen, leaky)", "metric": "l2", "value": value,
-                     "statistic": stat, "n": _N_FIG2C[dataset], "source": _PANEL_C_SOURCE,
-                     "context": "P from the PCA of all conditions of the same screen, test included"})
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": "linear (P from same screen, leaky)",
+                "metric": "l2",
+                "value": value,
+                "statistic": stat,
+                "n": _N_FIG2C[dataset],
+                "source": _PANEL_C_SOURCE,
+                "embedding": "P from the PCA of all conditions of the same screen, test included",
+            }
+        )
     for dataset, value in zip(DATASETS, (24.0, 16.0, 22.0)):
-        rows.append({"dataset": dataset, "model": "CPA", "metric": "l2", "value": value, "statistic": "≈ " + stat,
-                     "n": _N_FIG2C[dataset], "source": _PANEL_C_SOURCE + "; read off the figure"})
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": "CPA",
+                "metric": "l2",
+                "value": value,
+                "statistic": "≈ " + stat,
+                "n": _N_FIG2C[dataset],
+                "source": _PANEL_C_SOURCE + "; read off the figure",
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -84,62 +84,108 @@ def _pairs_table(raw: dict, metrics: tuple[str, str], source: str) -> pd.DataFra
         for dataset, cell in zip(_ORDER, cells):
             for metric, value in zip(metrics, cell.split("/")):
                 rows.append(
-                    {"dataset": dataset, "model": _MODELS[method], "metric": metric, "statistic": _SUMMARY,
-                     "value": float(value), "source": source}
+                    {
+                        "dataset": dataset,
+                        "model": _MODELS[method],
+                        "metric": metric,
+                        "statistic": _SUMMARY,
+                        "value": float(value),
+                        "source": source,
+                    }
                 )
     return pd.DataFrame(rows)
 
 
 _SV = {
-    "Frangieh2021_IFN": 0.16, "Frangieh2021_coculture": 0.19, "Frangieh2021_control": 0.19, "XuKinetics2024": 0.31,
-    "ReplogleK562_gwps": 0.32, "norman2019": 0.50, "TianCRISPRi2021": 0.52, "TianCRISPRa2021": 0.53,
-    "ReplogleRPE1": 0.56, "adamson2016": 0.76,
+    "Frangieh2021_IFN": 0.16,
+    "Frangieh2021_coculture": 0.19,
+    "Frangieh2021_control": 0.19,
+    "XuKinetics2024": 0.31,
+    "ReplogleK562_gwps": 0.32,
+    "norman2019": 0.50,
+    "TianCRISPRi2021": 0.52,
+    "TianCRISPRa2021": 0.53,
+    "ReplogleRPE1": 0.56,
+    "adamson2016": 0.76,
 }
 _N_PERTURBATIONS = {"adamson2016": 80, "norman2019": 270, "ReplogleK562_gwps": 1800, "ReplogleRPE1": 1400}
 
 TABLES: dict[str, pd.DataFrame] = {
     "pearson_delta_vs_control": _pairs_table(
-        _PEARSON_VS_CONTROL, ("pearson_delta_vs_control", "pearson_delta_de20_vs_control"),
-        "Systema benchmark_all.ipynb cell 21 (METHODS.md B.5)",
+        _PEARSON_VS_CONTROL,
+        ("pearson_delta_vs_control", "pearson_delta_de20_vs_control"),
+        "Systema benchmark_all.ipynb cell 21",
     ),
     "pearson_delta_vs_perturbed_mean": _pairs_table(
-        _PEARSON_VS_PERTURBED, ("pearson_delta_vs_perturbed_mean", "pearson_delta_de20_vs_perturbed_mean"),
-        "Systema benchmark_all.ipynb cell 24 (METHODS.md B.5)",
+        _PEARSON_VS_PERTURBED,
+        ("pearson_delta_vs_perturbed_mean", "pearson_delta_de20_vs_perturbed_mean"),
+        "Systema benchmark_all.ipynb cell 24",
     ),
     # rmse_de20 (RMSE over the top-20 DE genes) has no counterpart among the suite's metrics.
-    "rmse": _pairs_table(_RMSE, ("rmse", "rmse_de20"), "Systema benchmark_all.ipynb cell 22 (METHODS.md B.5)"),
+    "rmse": _pairs_table(_RMSE, ("rmse", "rmse_de20"), "Systema benchmark_all.ipynb cell 22"),
     "systematic_variation": pd.DataFrame(
         [
-            {"dataset": d, "model": "", "metric": "systematic_variation", "statistic": "≈ mean cosine to the average shift",
-             "value": v, "n_perturbations": _N_PERTURBATIONS.get(d), "source": "Systema figures of cells 12 and 17 (METHODS.md B.5)"}
+            {
+                "dataset": d,
+                "model": "",
+                "metric": "systematic_variation",
+                "statistic": "≈ mean cosine to the average shift",
+                "value": v,
+                "n_perturbations": _N_PERTURBATIONS.get(d),
+                "source": "Systema figures of cells 12 and 17",
+            }
             for d, v in _SV.items()
         ]
     ),
     "correlation": pd.DataFrame(
         [
-            {"dataset": "10 datasets", "model": "method average", "metric": "pearson_r(systematic_variation, pearson_delta_vs_control)",
-             "statistic": "Pearson r across datasets", "value": 0.970, "p_value": 3.3e-6,
-             "source": "Systema benchmark_all.ipynb cell 11 printout (METHODS.md B.5)"}
+            {
+                "dataset": "10 datasets",
+                "model": "method average",
+                "metric": "pearson_r(systematic_variation, pearson_delta_vs_control)",
+                "statistic": "Pearson r across datasets",
+                "value": 0.970,
+                "p_value": 3.3e-6,
+                "source": "Systema benchmark_all.ipynb cell 11 printout",
+            }
         ]
     ),
     "centroid_accuracy": pd.DataFrame(
         [
-            {"dataset": "ReplogleK562_gwps", "model": m, "metric": "centroid_accuracy",
-             "statistic": "mean ± se over 1,043 test perturbations (predictions averaged over 3 seeds)",
-             "value": v, "se": se, "source": "Systema replogle_gwps_downstream.ipynb cell 45 (METHODS.md B.5)"}
+            {
+                "dataset": "ReplogleK562_gwps",
+                "model": m,
+                "metric": "centroid_accuracy",
+                "statistic": "mean ± se over 1,043 test perturbations (predictions averaged over 3 seeds)",
+                "value": v,
+                "se": se,
+                "source": "Systema replogle_gwps_downstream.ipynb cell 45",
+            }
             for m, v, se in [("CPA", 0.499, 0.009), ("GEARS", 0.509, 0.009), ("scGPT", 0.534, 0.009), ("scGPT (fine-tuned)", 0.572, 0.009)]
         ]
         + [
-            {"dataset": "ReplogleK562_gwps", "model": "mean (cells)", "metric": "centroid_accuracy",
-             "statistic": "≈ (dashed line in the figure)", "value": 0.50, "se": float("nan"),
-             "source": "Systema replogle_gwps_downstream.ipynb (METHODS.md B.5)"}
+            {
+                "dataset": "ReplogleK562_gwps",
+                "model": "mean (cells)",
+                "metric": "centroid_accuracy",
+                "statistic": "≈ (dashed line in the figure)",
+                "value": 0.50,
+                "se": float("nan"),
+                "source": "Systema replogle_gwps_downstream.ipynb",
+            }
         ]
     ),
     "doubles_by_seen_genes": pd.DataFrame(
         [
-            {"dataset": "norman2019", "context": f"{k} seen", "model": m, "metric": "pearson_delta_vs_control",
-             "statistic": "≈ median over 2-gene test perturbations (figure)", "value": v,
-             "source": "Systema benchmark_all.ipynb cell 28 figure (METHODS.md B.5)"}
+            {
+                "dataset": "norman2019",
+                "context": f"{k} seen",
+                "model": m,
+                "metric": "pearson_delta_vs_control",
+                "statistic": "≈ median over 2-gene test perturbations (figure)",
+                "value": v,
+                "source": "Systema benchmark_all.ipynb cell 28 figure",
+            }
             for k, m, v in [(1, "matching mean", 0.80), (2, "matching mean", 0.93), (0, "CPA", 0.27)]
         ]
     ),
