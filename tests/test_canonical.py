@@ -116,3 +116,20 @@ def test_validate_requires_controls_in_every_context(tiny_screen):
     screen.obs["context"] = ["K562"] * 4 + ["RPE1"] * 16
     with pytest.raises(DataError, match="RPE1"):
         validate(screen)
+
+
+def test_expression_scale_tells_the_units_apart():
+    import numpy as np
+    import scipy.sparse as sp
+
+    from helpers.data.canonical import MAX_LOG_NORMALISED, expression_scale, log_normalise
+
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(3.0, size=(50, 40)).astype(np.float32)
+    assert expression_scale(sp.csr_matrix(counts)) == "counts"
+    assert expression_scale(log_normalise(counts)) == "log-normalised"
+    normalised = counts / counts.sum(axis=1, keepdims=True) * 1e4  # normalised, not logged: up to hundreds
+    assert normalised.max() > MAX_LOG_NORMALISED and expression_scale(normalised) == "not log-transformed"
+    assert expression_scale(log_normalise(counts).toarray() - 1.0) == "negative"
+    assert expression_scale(np.zeros((0, 3))) == "empty"
+    assert MAX_LOG_NORMALISED == np.log1p(1e4)

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from helpers.data import DataError, read_h5ad
+from helpers.data import read_h5ad
 from helpers.data.readers import detect_format, read_essential_deltas
+from helpers.errors import DataError
 
 
 @pytest.mark.parametrize("fmt", ["gears", "scperturb", "perturbench", "replogle"])
