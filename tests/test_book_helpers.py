@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import helpers.bounds
+import helpers.benchmarks.progress_bars
 import helpers.data
 import helpers.data.simulate
-from helpers.book import (
+from helpers.book.runner import NOTEBOOK_DIR
+from helpers.book.teaching import (
     Implementation,
     implemented_in,
     resolve,
@@ -21,7 +22,6 @@ from helpers.book import (
     summary_line,
 )
 from helpers.models import MeanBaseline
-from helpers.runner import NOTEBOOK_DIR
 
 METHODS_NOTEBOOKS = ["methods_data", "methods_models_metrics", "methods_bounds"]
 
@@ -29,6 +29,7 @@ METHODS_NOTEBOOKS = ["methods_data", "methods_models_metrics", "methods_bounds"]
 # ---------------------------------------------------------------------------------------
 # resolve / implemented_in
 # ---------------------------------------------------------------------------------------
+
 
 def test_resolve_prefers_the_exported_function_over_a_module_of_the_same_name():
     # helpers/data/pseudobulk.py is a module, but helpers.data.pseudobulk is the function it exports
@@ -41,7 +42,7 @@ def test_resolve_prefers_the_exported_function_over_a_module_of_the_same_name():
 
 
 def test_resolve_imports_submodules_and_classes_and_methods():
-    assert resolve("helpers.bounds.fraction_gap_closed") is helpers.bounds.fraction_gap_closed
+    assert resolve("helpers.metrics.calibration.fraction_gap_closed") is helpers.metrics.calibration.fraction_gap_closed
     assert resolve("helpers.models.MeanBaseline") is MeanBaseline
     assert resolve("helpers.data.Split.subset") is helpers.data.Split.subset
     assert resolve("helpers.data.simulate.true_changes") is helpers.data.simulate.true_changes
@@ -67,8 +68,7 @@ def test_implemented_in_a_function_signature_and_first_docstring_line():
     assert info.signature == "l2(pred, truth)"
     assert info.summary == "Euclidean prediction error, the main metric of Ahlmann-Eltze et al."
     assert info.markdown() == (
-        "**Implemented in** `helpers.metrics.l2` — `l2(pred, truth)`: "
-        "Euclidean prediction error, the main metric of Ahlmann-Eltze et al."
+        "**Implemented in** [`helpers.metrics.l2`](#helpers.metrics.l2) — `l2(pred, truth)`: Euclidean prediction error, the main metric of Ahlmann-Eltze et al."
     )
     assert info._repr_markdown_() == info.markdown()
     assert str(info).startswith("Implemented in helpers.metrics.l2 — l2(pred, truth): ")
@@ -103,9 +103,7 @@ def test_summary_line_joins_the_first_paragraph_and_removes_sphinx_roles():
         Second paragraph, not shown.
         """
 
-    assert summary_line(documented) == (
-        "Average of ``helpers.data.profiles`` rows, weighted by ``helpers.data.Split`` parts."
-    )
+    assert summary_line(documented) == ("Average of ``helpers.data.profiles`` rows, weighted by ``helpers.data.Split`` parts.")
 
     def undocumented():
         pass
@@ -116,6 +114,7 @@ def test_summary_line_joins_the_first_paragraph_and_removes_sphinx_roles():
 # ---------------------------------------------------------------------------------------
 # same_result
 # ---------------------------------------------------------------------------------------
+
 
 def test_same_result_prints_true_and_aligns_pandas_objects_by_label(capsys):
     a = pd.DataFrame({"g1": [1.0, 2.0], "g2": [3.0, 4.0]}, index=["A", "B"])
@@ -164,6 +163,7 @@ def test_same_result_compares_names_sets_and_dicts_exactly():
 # the Methods chapters
 # ---------------------------------------------------------------------------------------
 
+
 def _cells(name: str) -> list[dict]:
     return json.loads((NOTEBOOK_DIR / f"{name}.ipynb").read_text())["cells"]
 
@@ -207,7 +207,8 @@ def test_every_section_of_a_methods_chapter_names_its_function_and_what_to_remem
     for title, body in sections.items():
         assert _CITED.search(body) or _SHOWN.search(body), f"{name}, section {title!r} names no helpers function"
         if title.lower() != "summary" and not title.lower().startswith("summary"):
-            assert "**To remember:**" in body, f"{name}, section {title!r} has no 'To remember' sentence"
+            assert ":::{admonition} To remember\n:class: tip\n" in body, f"{name}, section {title!r} has no 'To remember' box"
+            assert "**To remember:**" not in body, f"{name}, section {title!r}: a plain 'To remember' line instead of a box"
 
 
 @pytest.mark.parametrize("name", METHODS_NOTEBOOKS)

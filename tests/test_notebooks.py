@@ -6,7 +6,7 @@ import json
 import papermill as pm
 import pytest
 
-from helpers.runner import NOTEBOOK_DIR, toc_notebooks
+from helpers.book.runner import NOTEBOOK_DIR, toc_notebooks
 
 NOTEBOOKS = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
 

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+
 from .style import boxplot
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 #: Colours of the two references a change can be taken against.
 REFERENCE_COLOURS = {"control": "#d62728", "perturbed_mean": "#1f77b4"}
 REFERENCE_LABELS = {"control": "against control (PearsonΔ)", "perturbed_mean": "against the perturbed mean"}
 
 
-def cosine_distributions(cosines: pd.DataFrame, scores: pd.DataFrame, published: pd.Series | None = None, ax=None):
+def cosine_distributions(cosines: pd.DataFrame, scores: pd.DataFrame, published: pd.Series | None = None, ax: Axes | None = None) -> Axes:
     """Per-perturbation cosine to the average shift, one box per dataset (Systema's figure).
 
     Parameters
     ----------
     cosines
-        Tidy ``dataset, perturbation, cosine`` (:func:`helpers.systematic.dataset_scores`).
+        Tidy ``dataset, perturbation, cosine`` (:func:`helpers.benchmarks.systema.dataset_scores`).
     scores
         ``dataset, systematic_variation`` (the mean cosine, drawn as a diamond).
     published
@@ -37,8 +44,15 @@ def cosine_distributions(cosines: pd.DataFrame, scores: pd.DataFrame, published:
     if published is not None:
         values = [published.get(d, np.nan) for d in order]
         if np.isfinite(values).any():
-            ax.scatter(range(len(order)), values, marker="X", s=80, color="#d62728", zorder=6,
-                       label="published score of the real dataset it mimics")
+            ax.scatter(
+                range(len(order)),
+                values,
+                marker="X",
+                s=80,
+                color="#d62728",
+                zorder=6,
+                label="published score of the real dataset it mimics",
+            )
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("")
     ax.set_ylabel("cosine(change, average change)")
@@ -49,12 +63,20 @@ def cosine_distributions(cosines: pd.DataFrame, scores: pd.DataFrame, published:
     return ax
 
 
-def shift_decomposition(decomposition: pd.DataFrame, title: str, ax=None):
+def shift_decomposition(decomposition: pd.DataFrame, title: str, ax: Axes | None = None) -> Axes:
     """Scatter of each change's length along the average shift against its length orthogonal to it."""
     if ax is None:
         _, ax = plt.subplots(figsize=(5.4, 4.2))
-    points = ax.scatter(decomposition["along"], decomposition["orthogonal"], c=decomposition["cosine"], cmap="coolwarm",
-                        vmin=-1, vmax=1, s=14, edgecolor="none")
+    points = ax.scatter(
+        decomposition["along"],
+        decomposition["orthogonal"],
+        c=decomposition["cosine"],
+        cmap="coolwarm",
+        vmin=-1,
+        vmax=1,
+        s=14,
+        edgecolor="none",
+    )
     x_lo = min(0.0, float(decomposition["along"].min())) * 1.05
     x_hi = float(decomposition["along"].max()) * 1.08
     y_hi = float(decomposition["orthogonal"].max()) * 1.05
@@ -71,8 +93,12 @@ def shift_decomposition(decomposition: pd.DataFrame, title: str, ax=None):
     return ax
 
 
-def reference_comparison(summary: pd.DataFrame, metrics=("pearson_delta_vs_control", "pearson_delta_vs_perturbed_mean"),
-                         models=None, ax=None):
+def reference_comparison(
+    summary: pd.DataFrame,
+    metrics: Sequence[str] = ("pearson_delta_vs_control", "pearson_delta_vs_perturbed_mean"),
+    models: Iterable[str] | None = None,
+    ax: Axes | None = None,
+) -> Axes:
     """Mean ± standard error of PearsonΔ against each reference, one group of bars per model.
 
     ``summary`` has columns ``model, metric, mean, se``; undefined values (NaN everywhere)
@@ -90,8 +116,16 @@ def reference_comparison(summary: pd.DataFrame, metrics=("pearson_delta_vs_contr
         err = sub["se"].to_numpy(dtype=float)
         colour = REFERENCE_COLOURS[ref]
         label = REFERENCE_LABELS[ref] + (" (top-20 DE genes)" if "de20" in metric else "")
-        ax.bar(x, np.nan_to_num(y), width * 0.92, yerr=np.where(np.isfinite(err), err, 0), color=colour,
-               alpha=0.55 if "de20" in metric else 0.9, label=label, capsize=2)
+        ax.bar(
+            x,
+            np.nan_to_num(y),
+            width * 0.92,
+            yerr=np.where(np.isfinite(err), err, 0),
+            color=colour,
+            alpha=0.55 if "de20" in metric else 0.9,
+            label=label,
+            capsize=2,
+        )
         for xi, yi in zip(x, y):
             if not np.isfinite(yi):
                 ax.text(xi, 0.02, "undefined\n(zero change)", ha="center", va="bottom", fontsize=7, rotation=90, color=colour)
@@ -103,10 +137,10 @@ def reference_comparison(summary: pd.DataFrame, metrics=("pearson_delta_vs_contr
     return ax
 
 
-def sweep(summary: pd.DataFrame, model: str, correlation: dict | None = None, ax=None):
+def sweep(summary: pd.DataFrame, model: str, correlation: dict | None = None, ax: Axes | None = None) -> Axes:
     """Systema's central figure on simulated screens: PearsonΔ of the mean baseline vs systematic variation.
 
-    ``summary`` from :func:`helpers.systematic.sweep_summary`; one line per reference.
+    ``summary`` from :func:`helpers.benchmarks.systema.sweep_summary`; one line per reference.
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -114,24 +148,43 @@ def sweep(summary: pd.DataFrame, model: str, correlation: dict | None = None, ax
         sub = summary[(summary["model"] == model) & (summary["metric"] == metric)].sort_values("systematic_variation")
         if sub.empty:
             continue
-        ax.plot(sub["systematic_variation"], sub["value"], marker="o", color=REFERENCE_COLOURS[ref],
-                label=f"{model}: PearsonΔ {REFERENCE_LABELS[ref].replace(' (PearsonΔ)', '')}")
+        ax.plot(
+            sub["systematic_variation"],
+            sub["value"],
+            marker="o",
+            color=REFERENCE_COLOURS[ref],
+            label=f"{model}: PearsonΔ {REFERENCE_LABELS[ref].replace(' (PearsonΔ)', '')}",
+        )
         if ref == "control":
             for _, row in sub.iterrows():
-                ax.annotate(f"s={row['systematic_strength']:g}", (row["systematic_variation"], row["value"]),
-                            textcoords="offset points", xytext=(4, -11), fontsize=7, color="grey")
+                ax.annotate(
+                    f"s={row['systematic_strength']:g}",
+                    (row["systematic_variation"], row["value"]),
+                    textcoords="offset points",
+                    xytext=(4, -11),
+                    fontsize=7,
+                    color="grey",
+                )
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xlabel("systematic variation of the screen (mean cosine to the average shift)")
     ax.set_ylabel("PearsonΔ, mean over test perturbations")
     title = "More systematic variation flatters the mean baseline against control only"
     if correlation is not None and np.isfinite(correlation.get("r", np.nan)):
-        title += f"\n(r = {correlation['r']:.2f} across {correlation['n_screens']} simulated screens; Systema: r = 0.97 across 10 real datasets)"
+        title += (
+            f"\n(r = {correlation['r']:.2f} across {correlation['n_screens']} simulated screens; Systema: r = 0.97 across 10 real datasets)"
+        )
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="center left")
+    # below the axes: inside, it covered the lines of the weaker screens
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2)
     return ax
 
 
-def mode_collapse(table: pd.DataFrame, metrics=("rmse", "rank_rmse", "centroid_accuracy"), chance: dict | None = None, models=None):
+def mode_collapse(
+    table: pd.DataFrame,
+    metrics: Sequence[str] = ("rmse", "rank_rmse", "centroid_accuracy"),
+    chance: dict | None = None,
+    models: Iterable[str] | None = None,
+) -> Figure:
     """One panel per metric: mean value of each predictor, with the chance level dashed.
 
     ``table`` has columns ``model, metric, mean``; ``models`` gives the order.
@@ -154,10 +207,16 @@ def mode_collapse(table: pd.DataFrame, metrics=("rmse", "rank_rmse", "centroid_a
     return fig
 
 
-def calibration(drf: pd.DataFrame, positives=("technical duplicate", "interpolated duplicate"), well: float = 0.5, poorly: float = 0.2, ax=None):
+def calibration(
+    drf: pd.DataFrame,
+    positives: Sequence[str] = ("technical duplicate", "interpolated duplicate"),
+    well: float = 0.5,
+    poorly: float = 0.2,
+    ax: Axes | None = None,
+) -> Axes:
     """Median dynamic range fraction of every metric, one marker per positive control.
 
-    ``drf`` from :func:`helpers.systematic.drf_table` (index = metric).
+    ``drf`` from :func:`helpers.metrics.calibration.drf_table` (index = metric).
     """
     order = drf.sort_values(f"drf_{positives[0]}").index.tolist()
     if ax is None:
@@ -168,18 +227,18 @@ def calibration(drf: pd.DataFrame, positives=("technical duplicate", "interpolat
     markers = ["o", "s", "^"]
     colours = ["#08519c", "#ff7f0e", "#2ca02c"]
     for k, pos in enumerate(positives):
-        ax.scatter(drf.loc[order, f"drf_{pos}"], y, marker=markers[k], color=colours[k], s=40, zorder=4,
-                   label=f"positive control: {pos}")
+        ax.scatter(drf.loc[order, f"drf_{pos}"], y, marker=markers[k], color=colours[k], s=40, zorder=4, label=f"positive control: {pos}")
     ax.set_yticks(y, order, fontsize=8)
     ax.set_xlim(-1.02, 1.02)
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_xlabel("dynamic range fraction (median over perturbations)")
     ax.set_title("Which metrics separate a near-perfect prediction from an uninformative one")
-    ax.legend(fontsize=7.5, loc="lower right")
+    # below the x label: inside, it covered the markers of the best-calibrated metrics
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.6 / (0.32 * len(order) + 1.6)), ncols=2)
     return ax
 
 
-def doubles_by_seen(frame: pd.DataFrame, metric: str, ax=None, legend: bool = True):
+def doubles_by_seen(frame: pd.DataFrame, metric: str, ax: Axes | None = None, legend: bool = True) -> Axes:
     """Box plot of a metric over 2-gene test perturbations, by number of genes seen as training singles.
 
     ``frame`` has columns ``seen_genes, model, metric, value``.
@@ -201,7 +260,7 @@ def doubles_by_seen(frame: pd.DataFrame, metric: str, ax=None, legend: bool = Tr
     return ax
 
 
-def doubles_figure(frame: pd.DataFrame):
+def doubles_figure(frame: pd.DataFrame) -> Figure:
     """Two stacked panels of :func:`doubles_by_seen`: PearsonΔ against control and against the perturbed mean."""
     fig, axes = plt.subplots(2, 1, figsize=(7.5, 8.0), sharex=True)
     doubles_by_seen(frame, "pearson_delta_vs_control", ax=axes[0], legend=False)

@@ -4,14 +4,18 @@ empirical null of genetic interactions, class counts, TPR-vs-FDP curves and AUCs
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from ..interactions import CLASSES, InteractionNull
+from ..stats.interactions import CLASSES, InteractionNull
 from .style import boxplot
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 #: Model colours, shared by every figure of the chapter (published-only models are grey).
 PALETTE = {
@@ -46,9 +50,9 @@ def metric_by_model(
     metric: str,
     order: Sequence[str],
     published: pd.DataFrame | None = None,
-    ax=None,
+    ax: Axes | None = None,
     title: str | None = None,
-):
+) -> Axes:
     """Box and strip plot of one metric per model (one point per double and seed).
 
     ``values``: tidy rows with ``model, metric, value``. ``published``: rows with ``model``
@@ -60,10 +64,22 @@ def metric_by_model(
     if ax is None:
         _, ax = plt.subplots(figsize=(8.5, 4.2))
     pal = colours(order)
-    boxplot(data=data, x="model", y="value", order=order, hue="model", palette=pal, legend=False, ax=ax,
-            fliersize=0, width=0.6, boxprops={"alpha": 0.45})
-    sns.stripplot(data=data, x="model", y="value", order=order, hue="model", palette=pal, legend=False, ax=ax,
-                  size=2.2, alpha=0.55, jitter=0.25)
+    boxplot(
+        data=data,
+        x="model",
+        y="value",
+        order=order,
+        hue="model",
+        palette=pal,
+        legend=False,
+        ax=ax,
+        fliersize=0,
+        width=0.6,
+        boxprops={"alpha": 0.45},
+    )
+    sns.stripplot(
+        data=data, x="model", y="value", order=order, hue="model", palette=pal, legend=False, ax=ax, size=2.2, alpha=0.55, jitter=0.25
+    )
     labels = list(order)
     if published is not None and not published.empty:
         pub = published.reset_index(drop=True)
@@ -82,7 +98,7 @@ def metric_by_model(
     return ax
 
 
-def cumulative_error(curves: pd.DataFrame, order: Sequence[str], axes=None):
+def cumulative_error(curves: pd.DataFrame, order: Sequence[str], axes: Axes | Sequence[Axes] | np.ndarray | None = None) -> np.ndarray:
     """Mean cumulative L2 against the number of genes, one panel per gene ordering (log x)."""
     orderings = list(dict.fromkeys(curves["ordering"]))
     if axes is None:
@@ -104,7 +120,7 @@ def cumulative_error(curves: pd.DataFrame, order: Sequence[str], axes=None):
     return axes
 
 
-def null_fit(null: InteractionNull, ax=None, unit: str = "log-expression"):
+def null_fit(null: InteractionNull, ax: Axes | None = None, unit: str = "log-expression") -> Axes:
     """Histogram of the deviations from additivity with the fitted mixture and null, and the thresholds."""
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 3.8))
@@ -130,7 +146,7 @@ def null_fit(null: InteractionNull, ax=None, unit: str = "log-expression"):
     return ax
 
 
-def class_counts(counts: pd.DataFrame, ax=None):
+def class_counts(counts: pd.DataFrame, ax: Axes | None = None) -> Axes:
     """Grouped bars of the non-additive classes (rows: classes; columns: e.g. rules), counts on top."""
     classes = [c for c in CLASSES if c != "additive" and c in counts.index]
     data = counts.loc[classes]
@@ -147,8 +163,13 @@ def class_counts(counts: pd.DataFrame, ax=None):
     return ax
 
 
-def tpr_fdp(curves: pd.DataFrame, order: Sequence[str], published: pd.DataFrame | None = None, ax=None,
-            positive_share: float | None = None):
+def tpr_fdp(
+    curves: pd.DataFrame,
+    order: Sequence[str],
+    published: pd.DataFrame | None = None,
+    ax: Axes | None = None,
+    positive_share: float | None = None,
+) -> Axes:
     """TPR against FDP, mean over seeds per model; published points (``model, fdp, value``) as diamonds.
 
     ``positive_share``: the share of true pairs; a random ranking then has FDP ≈ 1 − share at
@@ -164,8 +185,17 @@ def tpr_fdp(curves: pd.DataFrame, order: Sequence[str], published: pd.DataFrame 
             ax.plot(sub["fdp"], sub["tpr"], color=pal[m], lw=1.6, label=m)
     if published is not None and not published.empty:
         for m, sub in published.groupby("model", sort=False):
-            ax.scatter(sub["fdp"], sub["value"], marker="D", s=22, color=pal.get(m, "#444444"), edgecolor="black",
-                       lw=0.5, zorder=5, label=f"{m}, published (Norman 2019)")
+            ax.scatter(
+                sub["fdp"],
+                sub["value"],
+                marker="D",
+                s=22,
+                color=pal.get(m, "#444444"),
+                edgecolor="black",
+                lw=0.5,
+                zorder=5,
+                label=f"{m}, published (Norman 2019)",
+            )
     if positive_share is not None and np.isfinite(positive_share):
         ax.axvline(1 - positive_share, color="#d62728", lw=0.9, ls="--", label="random ranking")
     ax.set_xlim(0, 1)
@@ -177,8 +207,13 @@ def tpr_fdp(curves: pd.DataFrame, order: Sequence[str], published: pd.DataFrame 
     return ax
 
 
-def auc_bars(summary: pd.DataFrame, published: pd.DataFrame | None = None, chance: dict | None = None, axes=None):
-    """AUPRC and AUROC per model, mean ± SE over seeds (``summary`` from :func:`helpers.doubles.mean_se`).
+def auc_bars(
+    summary: pd.DataFrame,
+    published: pd.DataFrame | None = None,
+    chance: dict | None = None,
+    axes: Sequence[Axes] | np.ndarray | None = None,
+) -> Sequence[Axes] | np.ndarray:
+    """AUPRC and AUROC per model, mean ± SE over seeds (``summary`` from :func:`helpers.benchmarks.double_perturbations.mean_se`).
 
     ``published``: rows ``model, metric (gi_auprc/gi_auroc), value`` drawn as diamonds next
     to matching models and listed by name for the others. ``chance``: expected value of a
@@ -210,4 +245,66 @@ def auc_bars(summary: pd.DataFrame, published: pd.DataFrame | None = None, chanc
             ax.legend(fontsize=7.5, loc="upper right")
         ax.set_ylabel(f"{label} (mean ± SE over seeds)")
         ax.set_title(f"Interaction detection: {label}")
+    return axes
+
+
+def deviation_vs_noise(calls: pd.DataFrame, fdr: float, ax: Axes | None = None) -> Axes:
+    """Each (double, gene) pair's |deviation from additivity| against its standard error from the cells.
+
+    Pairs called by the single empirical null are marked, pairs called by the per-gene noise model
+    circled; the dashed line is :math:`|d| = 2\\,\\mathrm{se}` (|z| = 2) for orientation.
+    """
+    ax = ax or plt.subplots(figsize=(6.4, 4.6))[1]
+    ok = calls[np.isfinite(calls["z"])]
+    old = ok["called_single_null"].astype(bool) if "called_single_null" in ok else pd.Series(False, index=ok.index)
+    ax.scatter(ok.loc[~old, "se"], ok.loc[~old, "deviation"].abs(), s=8, color="#bbbbbb", label="not called by the single null")
+    ax.scatter(ok.loc[old, "se"], ok.loc[old, "deviation"].abs(), s=12, color="#d62728", label="called by the single null")
+    new = ok["called"].astype(bool)
+    if new.any():
+        ax.scatter(
+            ok.loc[new, "se"],
+            ok.loc[new, "deviation"].abs(),
+            s=40,
+            facecolors="none",
+            edgecolors="black",
+            label=f"called by the per-gene noise model (q ≤ {fdr})",
+        )
+    top = float(max(ok["se"].max(), 1e-3)) if len(ok) else 1.0
+    ax.plot([0, top], [0, 2 * top], ls="--", color="black", lw=1, label="|z| = 2")
+    ax.set_xlabel("standard error of the deviation (log-expression)")
+    ax.set_ylabel("|deviation from additivity| (log-expression)")
+    ax.set_title("Deviation from additivity against its sampling noise")
+    ax.legend(loc="upper left", fontsize=8, frameon=True)
+    return ax
+
+
+def fits_beside_published(table: pd.DataFrame, axes: Sequence[Axes] | np.ndarray | None = None) -> np.ndarray:
+    """This run's Norman-model estimates (y) against Norman et al.'s published values (x), one panel per quantity.
+
+    Panels: the two Theil–Sen coefficients c1 and c2, the magnitude and the fit quality
+    (distance correlation); the dashed line is equality; each point is one double.
+    """
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    axes = np.ravel(axes)
+    panels = [
+        (["ts_coef_first", "ts_coef_second"], "coefficients c1, c2 (Theil–Sen)"),
+        (["ts_norm"], "magnitude (|c1| + |c2|) / 2"),
+        (["ts_linear_dcor"], "fit quality (distance correlation)"),
+    ]
+    colors = {"ts_coef_first": "#1f77b4", "ts_coef_second": "#ff7f0e", "ts_norm": "#2ca02c", "ts_linear_dcor": "#9467bd"}
+    labels = {"ts_coef_first": "c1 (first gene)", "ts_coef_second": "c2 (second gene)", "ts_norm": "magnitude", "ts_linear_dcor": "dCor"}
+    for ax, (quantities, title) in zip(axes, panels):
+        values = []
+        for q in quantities:
+            x, y = table[(q, "Norman et al.")].astype(float), table[(q, "this run")].astype(float)
+            ax.scatter(x, y, color=colors[q], label=labels[q], s=30)
+            values += [*x, *y]
+        lo, hi = np.nanmin(values), np.nanmax(values)
+        pad = 0.05 * (hi - lo or 1)
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], ls="--", color="grey", lw=1, label="equal")
+        ax.set_xlabel("Norman et al. 2019 (published)")
+        ax.set_ylabel("this run")
+        ax.set_title(title)
+        ax.legend(loc="upper left", fontsize=8)
     return axes

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 #: Colours by kind of method.
 KIND_COLOURS = {"embedding": "#3b75af", "null method": "#9a9a9a", "cheater": "#e08a2c", "reference": "#4a9a5b"}
@@ -33,13 +38,13 @@ def progress_bars(
     contexts: Sequence[str] | None = None,
     title: str | None = None,
     xlim: tuple[float, float] = (-1.0, 1.75),
-):
+) -> Figure:
     """One panel per context: a horizontal bar per method from the WAP (0) to its fraction of the gap.
 
     Parameters
     ----------
     table
-        :func:`helpers.bounds.progress_table` output (``context, model, kind, l2, wap_model,
+        :func:`helpers.benchmarks.progress_bars.progress_table` output (``context, model, kind, l2, wap_model,
         wap_l2, bap_model, bap_l2`` and the ``fraction`` column).
     fraction
         ``"fraction_gap_closed"`` (best null → tighter cheater), ``"fraction_gap_closed_published"``
@@ -59,8 +64,9 @@ def progress_bars(
     order = _ordered(table.groupby("model", as_index=False).agg(kind=("kind", "first"), v=(fraction, "mean")), "v")["model"].tolist()
     ncols = 2 if len(contexts) > 1 else 1
     nrows = int(np.ceil(len(contexts) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(7.8 if ncols == 2 else 6.0, nrows * (0.27 * len(order) + 1.1) + 0.9),
-                             sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(7.8 if ncols == 2 else 6.0, nrows * (0.27 * len(order) + 1.1) + 0.9), sharey=True, squeeze=False
+    )
     lo, hi = xlim
     span = hi - lo
     for ax, ctx in zip(axes.ravel(), contexts):
@@ -95,27 +101,41 @@ def progress_bars(
         ax.set_title(f"{ctx}\n{sub}", fontsize=8)
         ax.tick_params(axis="x", labelsize=8)
         if np.all(np.isnan(values)):
-            ax.text(0.5, 0.5, "no gap: the BAP is not\nbelow the WAP", transform=ax.transAxes, ha="center", va="center",
-                    fontsize=8.5, color="#aa0000", bbox={"facecolor": "white", "edgecolor": "#aa0000"})
-    for ax in axes.ravel()[len(contexts):]:
+            ax.text(
+                0.5,
+                0.5,
+                "no gap: the BAP is not\nbelow the WAP",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                fontsize=8.5,
+                color="#aa0000",
+                bbox={"facecolor": "white", "edgecolor": "#aa0000"},
+            )
+    for ax in axes.ravel()[len(contexts) :]:
         ax.set_visible(False)
     for ax in axes[-1]:
         ax.set_xlabel("fraction of gap closed (0 = WAP, 1 = BAP)", fontsize=8.5)
     kinds = [k for k in KIND_COLOURS if k in set(table["kind"])]
-    fig.legend(handles=[Patch(color=KIND_COLOURS[k], label=KIND_LABELS[k]) for k in kinds], loc="lower center",
-               ncol=2, fontsize=8, bbox_to_anchor=(0.5, 0.0))
+    fig.legend(
+        handles=[Patch(color=KIND_COLOURS[k], label=KIND_LABELS[k]) for k in kinds],
+        loc="lower center",
+        ncol=2,
+        fontsize=8,
+        bbox_to_anchor=(0.5, 0.0),
+    )
     fig.suptitle(title or "Progress bars: the fraction of the gap between WAP and BAP each method closes", fontsize=10.5, fontweight="bold")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 
-def l2_by_method(errors: pd.DataFrame, kinds: dict, contexts: Sequence[str] | None = None, title: str | None = None):
+def l2_by_method(errors: pd.DataFrame, kinds: dict, contexts: Sequence[str] | None = None, title: str | None = None) -> Figure:
     """Median over folds of the mean L2 per method (dot) and the range over folds (line), one panel per context.
 
     Parameters
     ----------
     errors
-        :func:`helpers.bounds.fold_errors` output (``context, model, l2, fold_l2``).
+        :func:`helpers.benchmarks.progress_bars.fold_errors` output (``context, model, l2, fold_l2``).
     kinds
         model -> kind (colours).
     """
@@ -142,12 +162,14 @@ def l2_by_method(errors: pd.DataFrame, kinds: dict, contexts: Sequence[str] | No
         ax.set_xlabel("L2 error (log-normalised expression units)")
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
-    fig.suptitle(title or "Error per method: median over folds (dot) and range over folds (line); lower is better", fontsize=11, fontweight="bold")
+    fig.suptitle(
+        title or "Error per method: median over folds (dot) and range over folds (line); lower is better", fontsize=11, fontweight="bold"
+    )
     fig.tight_layout()
     return fig
 
 
-def bootstrap_vs_true(per_perturbation: pd.DataFrame, ax=None, title: str | None = None):
+def bootstrap_vs_true(per_perturbation: pd.DataFrame, ax: Axes | None = None, title: str | None = None) -> Axes:
     """Per perturbation: bootstrap experimental error (q0.9) against the true measurement error.
 
     Parameters

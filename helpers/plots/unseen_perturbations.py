@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
 from .style import boxplot
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 METRIC_LABELS = {
     "l2": "L2 distance to the observed profile\n(log-normalised expression, lower is better)",
@@ -15,16 +20,12 @@ METRIC_LABELS = {
 METRIC_TITLES = {"l2": "prediction error (L2)", "pearson_delta_vs_control": "correlation of changes from control (PearsonΔ)"}
 
 
-def model_order(frame: pd.DataFrame, metric: str = "l2", reference: str = "mean") -> list[str]:
-    """Models sorted by their mean ``metric`` over all datasets (best first), the reference first."""
-    sub = frame[frame["metric"] == metric]
-    means = sub.groupby("model", observed=True)["value"].mean().sort_values(ascending=metric == "l2" or metric.startswith("l2"))
-    order = [m for m in means.index if m != reference]
-    return ([reference] if reference in means.index else []) + order
-
-
-def metric_by_model(results: pd.DataFrame, metrics: Sequence[str] = ("l2", "pearson_delta_vs_control"),
-                    order: Sequence[str] | None = None, datasets: Sequence[str] | None = None):
+def metric_by_model(
+    results: pd.DataFrame,
+    metrics: Sequence[str] = ("l2", "pearson_delta_vs_control"),
+    order: Sequence[str] = (),
+    datasets: Sequence[str] | None = None,
+) -> Figure:
     """Per-perturbation metric values per model (box) with the mean (diamond), one panel per dataset and metric.
 
     ``results`` are tidy rows (``dataset, model, metric, value``), usually the common
@@ -34,10 +35,11 @@ def metric_by_model(results: pd.DataFrame, metrics: Sequence[str] = ("l2", "pear
     import seaborn as sns
 
     datasets = list(datasets) if datasets is not None else sorted(results["dataset"].unique())
-    order = list(order) if order is not None else model_order(results)
+    order = list(order)
     n_rows, n_cols = len(metrics), len(datasets)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.6 * n_cols + 1.2, 0.32 * len(order) * n_rows + 1.4 * n_rows),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(3.6 * n_cols + 1.2, 0.32 * len(order) * n_rows + 1.4 * n_rows), squeeze=False, sharey=True
+    )
     palette = dict(zip(order, sns.color_palette("tab20", len(order))))
     for i, metric in enumerate(metrics):
         for j, dataset in enumerate(datasets):
@@ -47,19 +49,38 @@ def metric_by_model(results: pd.DataFrame, metrics: Sequence[str] = ("l2", "pear
             if sub.empty:
                 ax.set_visible(False)
                 continue
-            boxplot(data=sub, y="model", x="value", hue="model", order=order, hue_order=order, palette=palette,
-                    ax=ax, fliersize=1.5, linewidth=0.8, legend=False)
+            boxplot(
+                data=sub,
+                y="model",
+                x="value",
+                hue="model",
+                order=order,
+                hue_order=order,
+                palette=palette,
+                ax=ax,
+                fliersize=1.5,
+                linewidth=0.8,
+                legend=False,
+            )
             means = sub.groupby("model", observed=True)["value"].mean().reindex(order)
             for k, model in enumerate(order):
                 if np.isnan(means.iloc[k]) and model in set(results["model"]):
                     ax.text(0.02, k, "undefined", transform=ax.get_yaxis_transform(), va="center", fontsize=8, color="0.4")
-            ax.scatter(means.to_numpy(), np.arange(len(order)), marker="D", s=18, color="black", zorder=5,
-                       label="mean" if (i, j) == (0, 0) else None)
+            ax.scatter(
+                means.to_numpy(),
+                np.arange(len(order)),
+                marker="D",
+                s=18,
+                color="black",
+                zorder=5,
+                label="mean" if (i, j) == (0, 0) else None,
+            )
             ax.set_title(f"{dataset}" if i == 0 else "", fontsize=10)
             ax.set_xlabel(METRIC_LABELS.get(metric, metric), fontsize=9)
             ax.set_ylabel("")
-    fig.suptitle("Unseen perturbations, per perturbation: " + "; ".join(METRIC_TITLES.get(m, m) for m in metrics),
-                 fontsize=11, fontweight="bold")
+    fig.suptitle(
+        "Unseen perturbations, per perturbation: " + "; ".join(METRIC_TITLES.get(m, m) for m in metrics), fontsize=11, fontweight="bold"
+    )
     handles, labels = axes[0, 0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="upper right", fontsize=8)
@@ -67,8 +88,13 @@ def metric_by_model(results: pd.DataFrame, metrics: Sequence[str] = ("l2", "pear
     return fig
 
 
-def ratio_plot(ratios: pd.DataFrame, published: pd.DataFrame | None = None, order: Sequence[str] | None = None,
-               datasets: Sequence[str] | None = None, published_label: str = "published ratio (real screen)"):
+def ratio_plot(
+    ratios: pd.DataFrame,
+    published: pd.DataFrame | None = None,
+    order: Sequence[str] | None = None,
+    datasets: Sequence[str] | None = None,
+    published_label: str = "published ratio (real screen)",
+) -> Figure:
     """Fig. 2c-style plot: mean of L2(model)/L2(mean) with its 95 % bootstrap interval, log2 axis.
 
     Parameters
@@ -88,8 +114,7 @@ def ratio_plot(ratios: pd.DataFrame, published: pd.DataFrame | None = None, orde
     if order is None:
         order = list(ratios.groupby("model")["mean_ratio"].mean().sort_values().index)
     order = list(order)
-    fig, axes = plt.subplots(1, len(datasets), figsize=(3.3 * len(datasets) + 1.6, 0.34 * len(order) + 1.6),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(3.3 * len(datasets) + 1.6, 0.34 * len(order) + 1.6), squeeze=False, sharey=True)
     values = [ratios["low"].min(), ratios["high"].max()]
     if published is not None and len(published):
         values += [published["value"].min(), published["value"].max()]
@@ -106,13 +131,29 @@ def ratio_plot(ratios: pd.DataFrame, published: pd.DataFrame | None = None, orde
             better = row["high"] < 1
             worse = row["low"] > 1
             color = "#1b7837" if better else "#b2182b" if worse else "#4d4d4d"
-            ax.errorbar(row["mean_ratio"], y[model], xerr=[[row["mean_ratio"] - row["low"]], [row["high"] - row["mean_ratio"]]],
-                        fmt="o", color=color, ms=5, capsize=2.5, lw=1.2)
+            ax.errorbar(
+                row["mean_ratio"],
+                y[model],
+                xerr=[[row["mean_ratio"] - row["low"]], [row["high"] - row["mean_ratio"]]],
+                fmt="o",
+                color=color,
+                ms=5,
+                capsize=2.5,
+                lw=1.2,
+            )
         if published is not None:
             pub = published[published["dataset"] == dataset]
             pub = pub[pub["model"].isin(order)]
-            ax.scatter(pub["value"], [y[m] for m in pub["model"]], facecolors="none", edgecolors="#2166ac", s=46, lw=1.2,
-                       zorder=4, label=published_label)
+            ax.scatter(
+                pub["value"],
+                [y[m] for m in pub["model"]],
+                facecolors="none",
+                edgecolors="#2166ac",
+                s=46,
+                lw=1.2,
+                zorder=4,
+                label=published_label,
+            )
         ax.axvline(1.0, color="black", lw=0.8, ls="--")
         ax.set_xscale("log", base=2)
         ax.set_xlim(lo, hi)
@@ -132,8 +173,7 @@ def ratio_plot(ratios: pd.DataFrame, published: pd.DataFrame | None = None, orde
         Line2D([], [], marker="o", ls="", color="#b2182b", label="interval above 1 (worse than the mean)"),
     ]
     if published is not None and len(published):
-        handles.append(Line2D([], [], marker="o", ls="", markerfacecolor="none", markeredgecolor="#2166ac",
-                              label=published_label))
+        handles.append(Line2D([], [], marker="o", ls="", markerfacecolor="none", markeredgecolor="#2166ac", label=published_label))
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, bbox_to_anchor=(0.5, 0.0))
     fig.tight_layout(rect=(0, 0.11, 1, 1))
     return fig
