@@ -23,7 +23,7 @@ def _context():
 
 
 def _bootstrap(adata):
-    from helpers.bounds import bootstrap_error
+    from helpers.benchmarks.progress_bars import bootstrap_error
 
     distances = bootstrap_error(adata, n_batch_resamples=10, n_cell_resamples=10, seed=5050)
     assert distances.shape == (N_PERTURBATIONS, 100), distances.shape

@@ -30,7 +30,7 @@ def _screen():
 
 def _deviations():
     from helpers.data import profiles, target_genes
-    from helpers.interactions import deviation_from_additive
+    from helpers.stats.interactions import deviation_from_additive
 
     adata, genes = _screen()
     prof = profiles(adata)
@@ -39,7 +39,7 @@ def _deviations():
 
 
 def _null(deviation):
-    from helpers.interactions import fit_interaction_null
+    from helpers.stats.interactions import fit_interaction_null
 
     null = fit_interaction_null(deviation)
     assert null.ok and null.n_values == deviation.size
@@ -67,7 +67,7 @@ def _train_pseudobulk():
 
 def _torch_fit(name):
     def run(train):
-        from helpers.doubles import make_model
+        from helpers.benchmarks.double_perturbations import make_model
 
         model = make_model(name, seed=1).fit(train)
         assert model.stopped_because_ != "time"
@@ -76,7 +76,7 @@ def _torch_fit(name):
 
 
 def _seed(data):
-    from helpers.doubles import MODELS, run_seed
+    from helpers.benchmarks.double_perturbations import MODELS, run_seed
 
     adata, genes = data
     models = [m for m in MODELS if m != "GEARS"]  # the notebook's default set; GEARS is opt-in (benchmarks/gears_cpu.py)

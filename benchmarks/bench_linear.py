@@ -36,8 +36,16 @@ def _fit_predict(data, **params):
 
 
 STEPS = [
-    Step("linear model fit + predict, K562-like pseudobulk 5,000 genes x 1,087 perturbations (seed-1 split)",
-         _fit_predict, _k562_full_pseudobulk, TARGET),
-    Step("linear model (random G and P) fit + predict, same data",
-         lambda d: _fit_predict(d, gene_embedding="random", perturbation_embedding="random"), _k562_full_pseudobulk, TARGET),
+    Step(
+        "linear model fit + predict, K562-like pseudobulk 5,000 genes x 1,087 perturbations (seed-1 split)",
+        _fit_predict,
+        _k562_full_pseudobulk,
+        TARGET,
+    ),
+    Step(
+        "linear model (random G and P) fit + predict, same data",
+        lambda d: _fit_predict(d, gene_embedding="random", perturbation_embedding="random"),
+        _k562_full_pseudobulk,
+        TARGET,
+    ),
 ]

@@ -3,7 +3,6 @@
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-
 from harness import Step
 
 N_CELLS, N_GENES, N_PERTS, DENSITY = 300_000, 8_000, 2_000, 0.08
@@ -49,6 +48,10 @@ def _pseudobulk_screen(adata):
 STEPS = [
     Step(f"pseudobulk, {N_CELLS:,} cells x {N_GENES:,} genes", _pseudobulk, _screen, "no densified cell matrix"),
     Step("pseudobulk, 16 batches weighted equally", lambda a: _pseudobulk(a, "batch"), _screen, "no densified cell matrix"),
-    Step("pseudobulk of replogle_k562_like_full (~160k cells x 5,000 genes), batches weighted equally",
-         _pseudobulk_screen, _k562_full, "no densified cell matrix"),
+    Step(
+        "pseudobulk of replogle_k562_like_full (~160k cells x 5,000 genes), batches weighted equally",
+        _pseudobulk_screen,
+        _k562_full,
+        "no densified cell matrix",
+    ),
 ]

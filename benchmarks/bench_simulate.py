@@ -52,5 +52,8 @@ if __name__ == "__main__":
         adata = PRESETS[name].generate(seed=0)
         seconds = time.perf_counter() - start
         nnz = adata.layers["counts"].nnz
-        print(f"{name}: {adata.n_obs:,} cells x {adata.n_vars:,} genes, {nnz:,} non-zeros "
-              f"({nnz / adata.n_obs / adata.n_vars:.1%}), {seconds:.1f} s", flush=True)
+        print(
+            f"{name}: {adata.n_obs:,} cells x {adata.n_vars:,} genes, {nnz:,} non-zeros "
+            f"({nnz / adata.n_obs / adata.n_vars:.1%}), {seconds:.1f} s",
+            flush=True,
+        )

@@ -7,8 +7,9 @@ reports the wall time of ``run`` and the peak memory.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass

@@ -86,7 +86,10 @@ def main(argv: list[str]) -> int:
                 continue
             proc = subprocess.run(
                 [sys.executable, str(Path(__file__).resolve()), "--child", module_name, str(index)],
-                capture_output=True, text=True, cwd=HERE.parent, env=dict(os.environ),
+                capture_output=True,
+                text=True,
+                cwd=HERE.parent,
+                env=dict(os.environ),
             )
             if proc.returncode != 0:
                 failed += 1

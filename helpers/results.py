@@ -7,6 +7,7 @@ name states its reference, e.g. ``pearson_delta_vs_control``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,19 @@ def check_results(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
+def results_name(name: str, dataset: str | Path | None = None, default: str | None = None) -> str:
+    """The stem of a chapter's results file: ``name`` on its default dataset, ``name-<dataset>`` on any other.
+
+    ``<dataset>`` is a registry name, or a file's stem (``my_screen.h5ad`` -> ``my_screen``), so
+    that runs of one chapter on several datasets write distinct files into one folder (the
+    scoreboard reads them all).
+    """
+    if dataset is None:
+        return name
+    label = Path(str(dataset)).stem if str(dataset).endswith(".h5ad") else str(dataset)
+    return name if label == default else f"{name}-{label}"
+
+
 def write_results(frame: pd.DataFrame, output_dir: str | Path, name: str) -> Path:
     """Write ``output_dir/name.results.csv`` (validated, sorted, 10 significant digits)."""
     frame = check_results(frame)
@@ -85,7 +99,7 @@ def read_results(directory: str | Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def summarise(frame: pd.DataFrame, by=("dataset", "model", "metric")) -> pd.DataFrame:
+def summarise(frame: pd.DataFrame, by: Sequence[str] = ("dataset", "model", "metric")) -> pd.DataFrame:
     """Mean, median, standard error and count of ``value`` per group (NaN values skipped and counted)."""
     grouped = frame.groupby(list(by), observed=True, sort=True)["value"]
     out = grouped.agg(mean="mean", median="median", n="count")

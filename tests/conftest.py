@@ -17,6 +17,68 @@ def pytest_sessionfinish(session, exitstatus):
         print("\nerror: no tests were collected; this is treated as a failure", flush=True)
 
 
+def pytest_collection_modifyitems(session, config, items):
+    # The main job (tests/test_book.py: every notebook, nbval, the HTML build) is the longest file by
+    # far. Under `-n 2 --dist loadfile` files are handed to workers in collection order, a first batch
+    # of several files to each worker: the main job goes first, then the files without slow tests, so
+    # that the worker running the main job holds only quick files besides, and the other worker runs
+    # the chapters' slow tests meanwhile (instead of the main job starting last).
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+
+    def rank(item) -> int:
+        if item.path.name == "test_book.py":
+            return 0
+        return 2 if item.path in slow_files else 1
+
+    items.sort(key=rank)  # stable: within a rank the files keep their order
+
+
+def _sanitizers() -> list[tuple]:
+    """The (pattern, replacement) pairs of ``nbval_sanitize.cfg``: what may differ between two runs."""
+    import configparser
+    import re
+    from pathlib import Path
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).parent / "nbval_sanitize.cfg")
+    return [(re.compile(cfg[s]["regex"]), cfg[s]["replace"]) for s in cfg.sections()]
+
+
+def notebook_outputs(path) -> list[tuple[int, str]]:
+    """(cell index, sanitised text) of every text output of an executed notebook, as nbval compares them.
+
+    Cells tagged ``nbval-ignore-output`` are left out, as nbval does; figures are not compared
+    (their numbers are the results tables').
+    """
+    import nbformat
+
+    rules = _sanitizers()
+    out = []
+    for i, cell in enumerate(nbformat.read(str(path), as_version=4).cells):
+        if cell.cell_type != "code" or "nbval-ignore-output" in cell.metadata.get("tags", []):
+            continue
+        for output in cell.get("outputs", []):
+            texts = [output.get("text", "")] if output.get("output_type") == "stream" else []
+            data = output.get("data", {})
+            texts += [data[k] for k in ("text/plain", "text/html", "text/markdown", "text/latex") if k in data]
+            if output.get("output_type") == "error":
+                texts.append(f"{output.get('ename')}: {output.get('evalue')}")
+            for text in texts:
+                text = "".join(text) if isinstance(text, list) else text
+                for pattern, replacement in rules:
+                    text = pattern.sub(replacement, text)
+                out.append((i, text))
+    return out
+
+
+def assert_same_outputs(first, second) -> None:
+    """Two executed notebooks show the same outputs, cell by cell (after nbval's sanitising)."""
+    a, b = notebook_outputs(first), notebook_outputs(second)
+    assert len(a) == len(b), f"{first} and {second} have {len(a)} and {len(b)} outputs"
+    for (cell, x), (_, y) in zip(a, b):
+        assert x == y, f"cell {cell} shows different outputs in two runs with the same parameters:\n{x[:400]}\n---\n{y[:400]}"
+
+
 def raw_counts_screen(labels: list[str], cells_per_label: int = 6, n_genes: int = 12, seed: int = 0):
     """Cells x genes of Poisson counts, ``cells_per_label`` cells for each label (as written in a file)."""
     rng = np.random.default_rng(seed)
@@ -79,15 +141,30 @@ def tiny_screen():
     X = np.array(
         [
             # control
-            [1.0, 2.0, 0.0], [1.0, 2.0, 0.0], [1.0, 2.0, 0.0], [1.0, 2.0, 0.0],
+            [1.0, 2.0, 0.0],
+            [1.0, 2.0, 0.0],
+            [1.0, 2.0, 0.0],
+            [1.0, 2.0, 0.0],
             # A: gene0 +1
-            [2.0, 2.0, 0.0], [2.0, 2.0, 0.0], [2.0, 2.0, 0.0], [2.0, 2.0, 0.0],
+            [2.0, 2.0, 0.0],
+            [2.0, 2.0, 0.0],
+            [2.0, 2.0, 0.0],
+            [2.0, 2.0, 0.0],
             # B: gene1 -1
-            [1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [1.0, 1.0, 0.0],
+            [1.0, 1.0, 0.0],
+            [1.0, 1.0, 0.0],
+            [1.0, 1.0, 0.0],
+            [1.0, 1.0, 0.0],
             # A+B: gene0 +1, gene1 -1, gene2 +0.5 (an interaction)
-            [2.0, 1.0, 0.5], [2.0, 1.0, 0.5], [2.0, 1.0, 0.5], [2.0, 1.0, 0.5],
+            [2.0, 1.0, 0.5],
+            [2.0, 1.0, 0.5],
+            [2.0, 1.0, 0.5],
+            [2.0, 1.0, 0.5],
             # C: 2 cells at gene2=1, 2 cells at gene2=3 -> mean 2
-            [1.0, 2.0, 1.0], [1.0, 2.0, 1.0], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0],
+            [1.0, 2.0, 1.0],
+            [1.0, 2.0, 1.0],
+            [1.0, 2.0, 3.0],
+            [1.0, 2.0, 3.0],
         ],
         dtype=np.float32,
     )

@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.data import DataError, pseudobulk
+from helpers.data import pseudobulk
+from helpers.errors import DataError
 from helpers.models import Additive, MatchingMean, MeanBaseline, NoChange, NotFittedError, PredictionsFile
 
 
@@ -82,7 +83,9 @@ def _write_predictions(tmp_path, frame, suffix):
 
 @pytest.mark.parametrize("suffix", [".csv", ".h5ad", ".parquet"])
 def test_predictions_file_round_trip(tiny_screen, tmp_path, suffix):
-    frame = pd.DataFrame([[1.5, 2.5, 0.1], [0.2, 0.3, 0.4]], index=pd.Index(["B+A", "C+ctrl"], name="condition"), columns=["g2", "g0", "g1"])
+    frame = pd.DataFrame(
+        [[1.5, 2.5, 0.1], [0.2, 0.3, 0.4]], index=pd.Index(["B+A", "C+ctrl"], name="condition"), columns=["g2", "g0", "g1"]
+    )
     model = PredictionsFile(_write_predictions(tmp_path, frame, suffix), name="mine").fit(tiny_screen)
     pred = model.predict(["A+B", "C"])
     assert list(pred.columns) == ["g0", "g1", "g2"]

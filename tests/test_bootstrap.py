@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from helpers.data.canonical import DataError
+from helpers.errors import DataError
 from helpers.stats.bootstrap import bootstrap_mean_ci, bootstrap_means, ratio_to_reference
 
 

@@ -7,24 +7,26 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from conftest import assert_same_outputs
 
-from helpers.bounds import (
+from helpers.benchmarks.engine import TrainingData, run_folds
+from helpers.benchmarks.progress_bars import (
     EXPERIMENTAL_ERROR,
     NO_CHANGE,
     TRAIN_MEAN,
     TRUE_ERROR,
-    _bootstrap_means,
-    bootstrap_error,
     context_changes,
     evaluate_context,
     fold_errors,
-    fraction_gap_closed,
-    null_predictions,
     progress_table,
 )
-from helpers.data import DataError, kfold_split
-from helpers.embeddings import label_pca_embedding
+from helpers.data import kfold_split
+from helpers.errors import DataError
+from helpers.knowledge.embeddings import label_pca_embedding
+from helpers.metrics.calibration import fraction_gap_closed
 from helpers.models.embedding_regressor import EmbeddingSource, fixed_source
+from helpers.models.registry import build_models
+from helpers.stats.bootstrap import _bootstrap_means, bootstrap_error
 
 # ---------------------------------------------------------------------------- the fraction
 
@@ -46,10 +48,26 @@ def _errors(values: dict, context="K") -> pd.DataFrame:
 
 
 def test_progress_table_picks_best_null_and_tighter_cheater():
-    values = {TRAIN_MEAN: 5.0, NO_CHANGE: 5.4, "random (kNN)": 5.1, "PCA of control cells (kNN)": 4.9,
-              "idealized PCA, cheater (kNN)": 4.0, EXPERIMENTAL_ERROR: 4.5, "GO (kNN)": 4.7, TRUE_ERROR: 4.2}
-    kinds = {TRAIN_MEAN: "null method", NO_CHANGE: "null method", "random (kNN)": "null method", "PCA of control cells (kNN)": "null method",
-             "idealized PCA, cheater (kNN)": "cheater", EXPERIMENTAL_ERROR: "cheater", "GO (kNN)": "embedding", TRUE_ERROR: "reference"}
+    values = {
+        TRAIN_MEAN: 5.0,
+        NO_CHANGE: 5.4,
+        "random (kNN)": 5.1,
+        "PCA of control cells (kNN)": 4.9,
+        "idealized PCA, cheater (kNN)": 4.0,
+        EXPERIMENTAL_ERROR: 4.5,
+        "GO (kNN)": 4.7,
+        TRUE_ERROR: 4.2,
+    }
+    kinds = {
+        TRAIN_MEAN: "null method",
+        NO_CHANGE: "null method",
+        "random (kNN)": "null method",
+        "PCA of control cells (kNN)": "null method",
+        "idealized PCA, cheater (kNN)": "cheater",
+        EXPERIMENTAL_ERROR: "cheater",
+        "GO (kNN)": "embedding",
+        TRUE_ERROR: "reference",
+    }
     table = progress_table(_errors(values), kinds).set_index("model")
     assert set(table["wap_model"]) == {"PCA of control cells (kNN)"} and set(table["bap_model"]) == {EXPERIMENTAL_ERROR}
     go = table.loc["GO (kNN)"]
@@ -80,34 +98,52 @@ def test_fold_errors_mean_per_fold_then_median():
     assert out["l2"] == 5.0
 
 
-def test_null_predictions_by_hand():
+def test_null_methods_by_hand():
+    # the registry's training mean and no change, fitted on each fold's training changes by the engine
     changes = pd.DataFrame([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0], [7.0, 6.0]], index=list("ABCD"), columns=["g1", "g2"])
     folds = kfold_split(list("ABCD"), n_folds=2, seed=0)
-    preds = null_predictions(changes, folds)
+    per, _, _ = evaluate_context(changes, folds, sources=[])
+    preds = run_folds(
+        folds, lambda k, split: build_models([TRAIN_MEAN, NO_CHANGE]), lambda k, split: TrainingData(changes=changes.loc[list(split.train)])
+    ).predictions
     for split in folds:
         expected = changes.loc[list(split.train)].mean().to_numpy()
         for p in split.test:
             np.testing.assert_allclose(preds[TRAIN_MEAN].loc[p].to_numpy(), expected)
     assert (preds[NO_CHANGE].to_numpy() == 0).all()
     assert sorted(preds[TRAIN_MEAN].index) == list("ABCD")
+    # the chapter's L2 of the mean: the distance of each change to its fold's training mean
+    l2_mean = per[per["model"] == TRAIN_MEAN].set_index("perturbation")["l2"]
+    for p in "ABCD":
+        assert l2_mean[p] == pytest.approx(float(np.linalg.norm(preds[TRAIN_MEAN].loc[p] - changes.loc[p])))
 
 
 # ---------------------------------------------------------------------------- targets
 
 
 def _screen(values_by_cell, perts, contexts, batches, genes=("g0", "g1")):
-    obs = pd.DataFrame({"perturbation": pd.Categorical(perts), "context": contexts, "batch": batches}, index=[f"c{i}" for i in range(len(perts))])
+    obs = pd.DataFrame(
+        {"perturbation": pd.Categorical(perts), "context": contexts, "batch": batches}, index=[f"c{i}" for i in range(len(perts))]
+    )
     obs["n_targets"] = [0 if p == "control" else 1 for p in perts]
     return ad.AnnData(X=sp.csr_matrix(np.asarray(values_by_cell, dtype=np.float32)), obs=obs, var=pd.DataFrame(index=list(genes)))
 
 
 def test_context_changes_weight_batches_equally_and_use_each_contexts_controls():
     X = [
-        [1, 0], [1, 0], [3, 0],  # control of K: batch b1 (1, 1) -> 1, batch b2 (3) -> 3; equal weight -> 2
-        [4, 1], [6, 1], [6, 1], [6, 1],  # A in K: b1 (4) -> 4, b2 (6, 6, 6) -> 6; equal weight -> 5 (cells pooled: 5.5)
-        [10, 10], [10, 10],  # control of R
-        [12, 9], [12, 9],  # A in R
-        [0, 0], [0, 0],  # A+B in R (a double: dropped)
+        [1, 0],
+        [1, 0],
+        [3, 0],  # control of K: batch b1 (1, 1) -> 1, batch b2 (3) -> 3; equal weight -> 2
+        [4, 1],
+        [6, 1],
+        [6, 1],
+        [6, 1],  # A in K: b1 (4) -> 4, b2 (6, 6, 6) -> 6; equal weight -> 5 (cells pooled: 5.5)
+        [10, 10],
+        [10, 10],  # control of R
+        [12, 9],
+        [12, 9],  # A in R
+        [0, 0],
+        [0, 0],  # A+B in R (a double: dropped)
     ]
     perts = ["control"] * 3 + ["A"] * 4 + ["control"] * 2 + ["A"] * 2 + ["A+B"] * 2
     contexts = ["K"] * 7 + ["R"] * 6
@@ -280,23 +316,37 @@ def _fake_essential_pseudobulk(path):
     return list(frame.columns)
 
 
+def _record_as_verified(spec):
+    """Record the cached fake as a download that passed its checks (the state after a real first download)."""
+    from helpers.data import download
+
+    path = download.cache_dir() / spec.filename
+    download._update_record(spec, download._new_entry(spec, path, download._hash_file(path), "test fixture"))
+
+
 @pytest.mark.slow
 def test_notebook_on_the_published_file_with_own_embeddings_twice(tmp_path, monkeypatch):
+    from helpers.book.runner import run_notebook
     from helpers.data.registry import DOWNLOADS
-    from helpers.runner import run_notebook
 
     monkeypatch.setenv("PERTURB_DATA_CACHE", str(tmp_path / "cache"))
     (tmp_path / "cache").mkdir()
     genes = _fake_essential_pseudobulk(tmp_path / "cache" / DOWNLOADS["essential_pseudobulk"].filename)
+    _record_as_verified(DOWNLOADS["essential_pseudobulk"])  # a small fake: below the registry's plausibility floors
     own = pd.DataFrame(np.random.default_rng(0).normal(size=(len(genes) - 40, 8)), index=pd.Index(genes[40:], name="symbol"))
     own.to_csv(tmp_path / "fm.csv")
-    params = {"dataset": "essential_pseudobulk", "models": ["random", "other contexts"], "embeddings_file": str(tmp_path / "fm.csv"),
-              "embeddings_name": "my foundation model"}
+    params = {
+        "dataset": "essential_pseudobulk",
+        "models": ["random", "other contexts"],
+        "embeddings_file": str(tmp_path / "fm.csv"),
+        "embeddings_name": "my foundation model",
+    }
     first = run_notebook("progress_bars", params, tmp_path / "run1")
     run_notebook("progress_bars", params, tmp_path / "run2")
-    a = (tmp_path / "run1" / "progress_bars.results.csv").read_bytes()
-    assert a == (tmp_path / "run2" / "progress_bars.results.csv").read_bytes()
-    results = pd.read_csv(tmp_path / "run1" / "progress_bars.results.csv", keep_default_na=False)
+    a = (tmp_path / "run1" / "progress_bars-essential_pseudobulk.results.csv").read_bytes()
+    assert a == (tmp_path / "run2" / "progress_bars-essential_pseudobulk.results.csv").read_bytes()
+    assert_same_outputs(first.path, tmp_path / "run2" / "progress_bars.ipynb")
+    results = pd.read_csv(tmp_path / "run1" / "progress_bars-essential_pseudobulk.results.csv", keep_default_na=False)
     assert set(results["context"]) == {"K562", "HepG2", "Jurkat", "RPE1"}
     assert "my foundation model (kNN)" in set(results["model"])
     assert EXPERIMENTAL_ERROR not in set(results["model"])  # no cells, no bootstrap

@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 from scipy import stats
 
-from helpers.data.canonical import DataError
+from helpers.errors import DataError
 from helpers.models.controls import (
     INTERPOLATED_DUPLICATE,
     MEAN,
@@ -44,6 +44,7 @@ def random_screen(seed=0, n_genes=6, sizes=None):
 
 
 # --- halves ------------------------------------------------------------------------------
+
 
 def test_split_halves_partitions_each_perturbation_and_keeps_all_controls():
     adata = random_screen()
@@ -85,6 +86,7 @@ def test_split_halves_reports_perturbations_that_cannot_be_halved():
 
 
 # --- Welch t-test and BH -----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("sparse", [True, False])
 def test_welch_t_test_matches_scipy(sparse):
@@ -129,6 +131,7 @@ def test_interpolated_duplicate_by_hand():
 
 
 # --- the four controls ---------------------------------------------------------------------
+
 
 def test_calibration_controls_values_by_hand():
     adata = random_screen(seed=2, sizes={"control": 20, "A": 9, "B": 10, "C": 12, "D": 8})

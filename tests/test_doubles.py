@@ -7,23 +7,25 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from conftest import assert_same_outputs
 
-from helpers.data import profiles, top_expressed_genes
-from helpers.doubles import (
+from helpers.benchmarks.double_perturbations import (
     MODELS,
+    chosen_models,
     cumulative_error,
     detection_scores,
     exclusion_reasons,
     exclusion_table,
-    make_model,
     mean_se,
+    models_for_seed,
     per_perturbation_metrics,
     run_seed,
 )
-from helpers.interactions import InteractionNull
+from helpers.data import profiles, top_expressed_genes
 from helpers.metrics import l2
 from helpers.models.baselines import Additive, MeanBaseline, NoChange
 from helpers.models.linear import LinearModel
+from helpers.stats.interactions import InteractionNull
 
 TARGETS = [f"T{i}" for i in range(7)]
 
@@ -46,16 +48,16 @@ def screen():
         labels += [p] * n
     obs = pd.DataFrame({"perturbation": pd.Categorical(labels)}, index=[f"c{i}" for i in range(len(labels))])
     obs["n_targets"] = [0 if p == "control" else len(p.split("+")) for p in labels]
-    adata = ad.AnnData(X=sp.csr_matrix(np.vstack(rows).astype(np.float32)), obs=obs,
-                       var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)]))
+    adata = ad.AnnData(
+        X=sp.csr_matrix(np.vstack(rows).astype(np.float32)), obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)])
+    )
     return adata, top_expressed_genes(adata, n_genes)
 
 
 @pytest.fixture(scope="module")
 def result(screen):
     adata, genes = screen
-    models = {"no change": NoChange(), "additive": Additive(), "mean": MeanBaseline(include_control=True),
-              "linear": LinearModel()}
+    models = {"no change": NoChange(), "additive": Additive(), "mean": MeanBaseline(include_control=True), "linear": LinearModel()}
     return run_seed(adata, genes, 1, models)
 
 
@@ -64,10 +66,11 @@ def test_exclusions_and_common_set(result):
     assert len(evaluated) == 21 - 21 // 2  # half of the doubles go to training
     with_t6 = [p for p in evaluated if "T6" in p]
     assert with_t6, "the fixture should evaluate some doubles with the unmeasured single T6"
-    assert result.excluded["additive"] == {p: "single perturbation T6 not in training data" for p in with_t6}
-    assert result.excluded["no change"] == {}
+    ev = result.evaluation
+    assert ev.excluded("additive") == {p: "single perturbation T6 not in training data" for p in with_t6}
+    assert ev.excluded("no change") == {}
     # the linear model cannot embed targets that are not measured genes: it predicts nothing and is dropped
-    assert "linear" in result.dropped and "linear" not in result.predictions
+    assert "linear" in ev.failures and "linear" not in result.predictions
     assert result.common == [p for p in evaluated if p not in with_t6]
     table = exclusion_table([result]).set_index("model")
     assert table.loc["additive", "excluded"] == len(with_t6) and table.loc["additive", "evaluated"] == len(evaluated)
@@ -76,7 +79,7 @@ def test_exclusions_and_common_set(result):
     additive = reasons[reasons["model"] == "additive"]
     assert sorted(additive["perturbation"]) == sorted(with_t6) and set(additive["seeds"]) == {"1, 1"}
     assert set(reasons["model"]) == {"additive", "linear"}
-    assert set(result.fits["model"]) == {"no change", "additive", "mean", "linear"}
+    assert set(ev.fits["model"]) == {"no change", "additive", "mean", "linear"}
 
 
 def test_metrics_by_hand(screen, result):
@@ -129,8 +132,12 @@ def test_detection_scores(screen, result):
     curves, scores = detection_scores([result], obs[genes], control[genes], null)
     assert set(scores["model"]) == {"no change", "mean"}  # additive is the reference, linear was dropped
     # positives = observed non-additive pairs of the common doubles, by hand
-    add = np.array([obs.loc[a, genes].to_numpy() + obs.loc[b, genes].to_numpy() - control[genes].to_numpy()
-                    for a, b in (p.split("+") for p in result.common)])
+    add = np.array(
+        [
+            obs.loc[a, genes].to_numpy() + obs.loc[b, genes].to_numpy() - control[genes].to_numpy()
+            for a, b in (p.split("+") for p in result.common)
+        ]
+    )
     dev = obs.loc[result.common, genes].to_numpy() - add
     assert scores["positives"].iloc[0] == int(((dev > 0.15) | (dev < -0.15)).sum())
     assert scores["negatives"].iloc[0] == dev.size - scores["positives"].iloc[0]
@@ -138,16 +145,23 @@ def test_detection_scores(screen, result):
     assert scores[["auprc", "auroc"]].notna().all().all()
 
 
-def test_make_model_and_mean_se():
-    for name in MODELS:
-        model = make_model(name, seed=3, torch_max_seconds=5, gears_epochs=4)
+def test_models_come_from_the_registry_and_mean_se():
+    models = models_for_seed(MODELS, seed=3, evaluated=["A+B"], max_seconds=5, gears_epochs=4)
+    assert list(models) == list(MODELS)
+    for name, model in models.items():
         if "torch" in name:
             assert model.seed == 3 and model.max_seconds == 5
         if name == "GEARS":  # constructing the wrapper needs no GEARS environment
-            assert model.epochs == 4 and model.seed == 3
-        assert model.name == name
-    with pytest.raises(Exception, match="unknown model"):
-        make_model("CPA")
+            assert model.epochs == 4 and model.seed == 3 and model.perturbable_genes == ["A", "B"]
+    assert models["mean"].include_control  # the paper's mean counts the control profile as one more condition
+    with pytest.raises(Exception, match="unknown model 'SAMS-VAE'"):
+        models_for_seed(["SAMS-VAE"], seed=1, evaluated=[])
+    with pytest.raises(Exception, match="cannot run in this chapter"):
+        chosen_models(["no change", "random forest + GO"], run_slow_models=True)
+    assert chosen_models(["GEARS", "no change", "decoder only (torch)"], run_slow_models=False) == (
+        ["no change"],
+        ["GEARS", "decoder only (torch)"],
+    )
     frame = pd.DataFrame({"model": ["a", "a", "a", "b"], "x": [1.0, 2.0, 3.0, 5.0]})
     out = mean_se(frame, ["x"])
     assert out.loc["a", ("x", "mean")] == 2.0
@@ -156,7 +170,7 @@ def test_make_model_and_mean_se():
 
 
 def test_bring_your_own_predictions(screen, tmp_path):
-    from helpers.data import DataError
+    from helpers.errors import DataError
     from helpers.models.external import PredictionsFile
 
     adata, genes = screen
@@ -181,22 +195,27 @@ def test_bring_your_own_predictions(screen, tmp_path):
 @pytest.mark.slow
 def test_notebook_runs_on_the_real_subset_with_predictions_file(tmp_path):
     """The chapter on the embedded real cells (seed 1), with a bring-your-own file, and twice the same numbers."""
+    from helpers.book.runner import run_notebook
     from helpers.data import load_dataset
-    from helpers.runner import run_notebook
 
     adata = load_dataset("norman2019_subset")
     obs = profiles(adata)
     table = obs.loc[[p for p in obs.index if "+" in p]]  # an "oracle": the observed doubles
     path = tmp_path / "oracle.csv"
     table.rename_axis("perturbation").to_csv(path)
-    params = {"dataset": "norman2019_subset", "seeds": [1], "predictions": str(path),
-              "models": ["no change", "additive", "linear", "decoder only (torch)"]}
+    params = {
+        "dataset": "norman2019_subset",
+        "seeds": [1],
+        "predictions": str(path),
+        "models": ["no change", "additive", "linear", "decoder only (torch)"],
+    }
     csvs = []
     for run in ("a", "b"):
         run_notebook("double_perturbations", params, out_dir=tmp_path / run)
-        csvs.append((tmp_path / run / "double_perturbations.results.csv").read_bytes())
+        csvs.append((tmp_path / run / "double_perturbations-norman2019_subset.results.csv").read_bytes())
     assert csvs[0] == csvs[1]
-    results = pd.read_csv(tmp_path / "a" / "double_perturbations.results.csv")
+    assert_same_outputs(tmp_path / "a" / "double_perturbations.ipynb", tmp_path / "b" / "double_perturbations.ipynb")
+    results = pd.read_csv(tmp_path / "a" / "double_perturbations-norman2019_subset.results.csv")
     assert {"no change", "additive", "decoder only (torch)", "oracle"} <= set(results["model"])
     assert "linear" not in set(results["model"])  # its targets are not measured: reported and dropped
     oracle = results[(results["model"] == "oracle") & (results["metric"] == "l2")]["value"]

@@ -6,13 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.data import DataError, kfold_split
-from helpers.embeddings import idealized_embedding, label_pca_embedding, random_embedding
+from helpers.benchmarks.progress_bars import cross_validate_source
+from helpers.data import kfold_split
+from helpers.errors import DataError
+from helpers.knowledge.embeddings import idealized_embedding, label_pca_embedding, random_embedding
 from helpers.models.embedding_regressor import (
     EmbeddingRegressor,
     EmbeddingSource,
     _LassoHead,
-    cross_validate,
     fixed_source,
     model_label,
 )
@@ -156,22 +157,28 @@ def test_same_seed_same_predictions():
     pd.testing.assert_frame_equal(a, b)
 
 
-def test_cross_validate_never_fits_on_a_test_perturbation():
+def test_cross_validation_never_fits_on_a_test_perturbation():
     changes, emb = _data(n_perts=50, genes_are_targets=True)
     folds = kfold_split(list(changes.index), n_folds=5, seed=42)
     sources = [
         fixed_source("fixed", emb),
         EmbeddingSource("PCA of training labels", "null method", lambda train, everything: label_pca_embedding(train, 5), per_fold=True),
-        EmbeddingSource("idealized PCA, cheater", "cheater", lambda train, everything: idealized_embedding(everything, 5), preprocess=False, per_fold=True),
+        EmbeddingSource(
+            "idealized PCA, cheater",
+            "cheater",
+            lambda train, everything: idealized_embedding(everything, 5),
+            preprocess=False,
+            per_fold=True,
+        ),
     ]
     seen_tests = set()
     for source in sources:
-        pred, log = cross_validate(changes, folds, source, head="knn", k_grid=(3, 5), n_components=5)
+        pred, log, _ = cross_validate_source(changes, folds, source, head="knn", k_grid=(3, 5), n_components=5)
         assert sorted(pred.index) == sorted(changes.index)  # every perturbation predicted exactly once
         assert list(log["fold"]) == [0, 1, 2, 3, 4]
         seen_tests |= set(pred.index)
-    # now check the records themselves, fold by fold, independently of cross_validate's own checks
-    for k, split in enumerate(folds):
+    # now check the records themselves, fold by fold, independently of cross_validate_source's own checks
+    for split in folds:
         train = changes.loc[list(split.train)]
         for source in sources:
             built = source.get(train, changes)
@@ -189,13 +196,13 @@ def test_cross_validate_never_fits_on_a_test_perturbation():
                 assert not set(built.attrs.get("fitted_on", ())) & set(split.test)
 
 
-def test_cross_validate_catches_an_embedding_built_from_test_labels():
+def test_cross_validation_catches_an_embedding_built_from_test_labels():
     changes, emb = _data(n_perts=40, genes_are_targets=True)
     folds = kfold_split(list(changes.index), n_folds=4, seed=1)
     # a careless embedding that looks at every label although it is not declared a cheater
     leaky = EmbeddingSource("leaky PCA", "null method", lambda train, everything: label_pca_embedding(changes, 5), per_fold=True)
     with pytest.raises(AssertionError, match="leaky PCA embedding \\(fold 0\\) was fitted on"):
-        cross_validate(changes, folds, leaky, k_grid=(3,), n_components=5)
+        cross_validate_source(changes, folds, leaky, k_grid=(3,), n_components=5)
 
 
 def test_model_label():
@@ -207,8 +214,10 @@ def test_random_embedding_predicts_no_better_than_the_mean():
     changes, _ = _data(n_perts=80, noise=0.1)
     folds = kfold_split(list(changes.index), n_folds=5, seed=42)
     rand = fixed_source("random", random_embedding(changes.index, 20, seed=1), kind="null method")
-    pred, _ = cross_validate(changes, folds, rand, k_grid=(10, 20), n_components=10)
-    informative, _ = cross_validate(changes, folds, fixed_source("true", _data(n_perts=80, noise=0.1)[1]), head="lasso", n_components=10)
+    pred, _, _ = cross_validate_source(changes, folds, rand, k_grid=(10, 20), n_components=10)
+    informative, _, _ = cross_validate_source(
+        changes, folds, fixed_source("true", _data(n_perts=80, noise=0.1)[1]), head="lasso", n_components=10
+    )
     err = lambda p: float(np.sqrt(((p - changes.loc[p.index]) ** 2).sum(axis=1)).mean())  # noqa: E731
     mean_err = float(np.sqrt(((changes - changes.mean()) ** 2).sum(axis=1)).mean())
     assert err(pred) > 0.9 * mean_err

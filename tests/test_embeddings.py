@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from helpers.data import DataError
-from helpers.embeddings import (
+from helpers.errors import DataError
+from helpers.knowledge.embeddings import (
     check_no_test_labels,
     context_embedding,
     control_pca_embedding,
@@ -188,7 +188,7 @@ def test_single_gene_perturbations():
 def test_exact_pca_matches_sklearn_up_to_sign(shape):
     from sklearn.decomposition import PCA
 
-    from helpers.embeddings import ExactPCA
+    from helpers.knowledge.embeddings import ExactPCA
 
     X = np.random.default_rng(7).normal(size=shape) @ np.diag(np.linspace(3, 0.5, shape[1]))
     k = 5

@@ -5,7 +5,9 @@ import pytest
 import scipy.sparse as sp
 from scipy import stats
 
-from helpers.data import DataError, de_scores, top_de_genes, top_expressed_genes
+from helpers.data import top_expressed_genes
+from helpers.errors import DataError
+from helpers.stats.de import de_scores, top_de_genes
 
 
 def test_top_expressed_genes_breaks_ties_by_gene_order(tiny_screen):

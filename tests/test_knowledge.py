@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from helpers.data.canonical import DataError, make_canonical
+from helpers.data.canonical import make_canonical
 from helpers.data.pseudobulk import profiles
+from helpers.errors import DataError
 from helpers.knowledge import GENE_GO_PATH, genes_without_go, go_embedding, go_membership, go_similarity, load_gene_go
 from helpers.models.knowledge import GORandomForest
 

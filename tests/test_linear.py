@@ -9,7 +9,7 @@ import pytest
 from sklearn.decomposition import PCA
 
 from helpers.data.pseudobulk import as_pseudobulk  # noqa: E402
-from helpers.data.canonical import DataError
+from helpers.errors import DataError
 from helpers.models.linear import LinearModel, condition_pca_embedding
 
 
@@ -123,8 +123,7 @@ def test_recovers_a_bilinear_truth():
     table = pd.DataFrame(ctrl + change, index=genes, columns=genes)
     table.loc["control"] = ctrl
     train = table.drop(index=genes[30:])
-    model = LinearModel(ridge=1e-6, gene_embedding=pd.DataFrame(G, index=genes), perturbation_embedding=Pemb,
-                        include_control=False)
+    model = LinearModel(ridge=1e-6, gene_embedding=pd.DataFrame(G, index=genes), perturbation_embedding=Pemb, include_control=False)
     pred = model.fit(_pseudobulk(train)).predict(genes[30:])
     # b absorbs the mean training change, the rest is fitted exactly up to the tiny ridge
     np.testing.assert_allclose(pred.to_numpy(), table.loc[genes[30:]].to_numpy(), atol=1e-3)
@@ -191,9 +190,11 @@ def test_fit_is_deterministic_on_cells():
     table = _random_screen(n_genes=25, n_perts=10)
     labels = np.repeat(table.index.to_numpy(), 5)
     X = np.repeat(table.to_numpy(), 5, axis=0) + rng.normal(0, 0.1, size=(len(labels), 25))
-    cells = ad.AnnData(X=X.astype(np.float32), obs=pd.DataFrame({"perturbation": pd.Categorical(labels)},
-                                                            index=[f"c{i}" for i in range(len(labels))]),
-                       var=pd.DataFrame(index=table.columns))
+    cells = ad.AnnData(
+        X=X.astype(np.float32),
+        obs=pd.DataFrame({"perturbation": pd.Categorical(labels)}, index=[f"c{i}" for i in range(len(labels))]),
+        var=pd.DataFrame(index=table.columns),
+    )
     p1 = LinearModel(n_components=5).fit(cells).predict(["G1", "G2"])
     p2 = LinearModel(n_components=5).fit(cells).predict(["G1", "G2"])
     pd.testing.assert_frame_equal(p1, p2)

@@ -1,11 +1,47 @@
 """Tests of helpers.metrics against values computed by hand or by an independent route."""
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import r2_score
 
-from helpers.data.canonical import DataError
-from helpers.metrics import perturbed_mean, systematic_variation
+import helpers.metrics.ranking as ranking_module
+from helpers.errors import DataError
+from helpers.metrics import (
+    METRICS,
+    centroid_accuracy,
+    cumulative_l2,
+    de_gene_sets,
+    deg_weights,
+    discrimination_score,
+    discrimination_score_l1_vs_control,
+    dynamic_range_fraction,
+    evaluate,
+    genes_by_change,
+    l2,
+    mae,
+    metrics_table,
+    mse,
+    pearson_delta,
+    pearson_delta_de20_vs_control,
+    pearson_delta_de20_vs_perturbed_mean,
+    pearson_delta_vs_control,
+    pearson_delta_vs_perturbed_mean,
+    perturbed_mean,
+    published_rank_grid,
+    r2_delta_vs_control,
+    r2_delta_vs_perturbed_mean,
+    rank_cosine_delta_vs_control,
+    rank_rmse,
+    rmse,
+    summary,
+    systematic_variation,
+    weighted_mse,
+    weighted_r2_delta_vs_control,
+    weighted_r2_delta_vs_perturbed_mean,
+)
 
 
 def frame(values, perts=None, genes=None):
@@ -16,6 +52,7 @@ def frame(values, perts=None, genes=None):
 
 
 # --- systematic variation -------------------------------------------------------------
+
 
 def test_systematic_variation_by_hand():
     # mean change = (2/3, 1/3, 2/3), norm 1: cosines 2/3, (2/3 + 1/3)/sqrt(2), (4/3)/2
@@ -41,6 +78,7 @@ def test_systematic_variation_refuses_profiles_with_control_row():
 
 # --- perturbed mean --------------------------------------------------------------------
 
+
 def test_perturbed_mean_weightings():
     profiles = frame([[1, 0, 0], [1, 1, 0], [0, 0, 2]], perts=["A", "B", "C"])
     np.testing.assert_allclose(perturbed_mean(profiles).to_numpy(), [2 / 3, 1 / 3, 2 / 3])
@@ -54,43 +92,6 @@ def test_perturbed_mean_weightings():
 
 # --- shared fixtures -------------------------------------------------------------------
 
-import logging
-
-from sklearn.metrics import r2_score
-
-import helpers.metrics.ranking as ranking_module
-from helpers.metrics import (
-    METRICS,
-    centroid_accuracy,
-    cumulative_l2,
-    de_gene_sets,
-    deg_weights,
-    discrimination_score,
-    discrimination_score_l1_vs_control,
-    dynamic_range_fraction,
-    evaluate,
-    genes_by_change,
-    l2,
-    mae,
-    metrics_table,
-    mse,
-    pearson_delta,
-    pearson_delta_de20_vs_control,
-    pearson_delta_de20_vs_perturbed_mean,
-    pearson_delta_vs_control,
-    pearson_delta_vs_perturbed_mean,
-    published_rank_grid,
-    r2_delta_vs_control,
-    r2_delta_vs_perturbed_mean,
-    rank_cosine_delta_vs_control,
-    rank_rmse,
-    rmse,
-    summary,
-    weighted_mse,
-    weighted_r2_delta_vs_control,
-    weighted_r2_delta_vs_perturbed_mean,
-)
-
 
 def random_problem(n=100, g=50, seed=0, effect=1.0):
     rng = np.random.default_rng(seed)
@@ -102,6 +103,7 @@ def random_problem(n=100, g=50, seed=0, effect=1.0):
 
 
 # --- input checks ----------------------------------------------------------------------
+
 
 def test_gene_mismatch_says_which_genes_are_missing_where():
     truth = frame([[1, 2, 3]], genes=["A", "B", "C"])
@@ -147,6 +149,7 @@ def test_order_of_rows_and_columns_does_not_matter():
 
 # --- reference-free errors -------------------------------------------------------------
 
+
 def test_errors_by_hand():
     truth = frame([[1, 0, 0], [1, 1, 1]])
     pred = frame([[1, 2, 3], [0, 0, 0]])
@@ -160,6 +163,7 @@ def test_errors_by_hand():
 
 
 # --- PearsonΔ --------------------------------------------------------------------------
+
 
 def test_pearson_delta_both_references_by_hand():
     genes = ["g0", "g1", "g2"]
@@ -231,6 +235,7 @@ def test_pearson_delta_de20_by_hand_and_gene_set_checks():
 
 # --- R² and DEG weights ----------------------------------------------------------------
 
+
 def test_deg_weights_by_hand():
     t = frame([[-4, 2, 1, 0], [1, np.nan, -3, 2], [2, 2, -2, 2]])
     w = deg_weights(t)
@@ -292,6 +297,7 @@ def test_r2_is_nan_when_observed_change_is_flat():
 
 # --- centroid accuracy -----------------------------------------------------------------
 
+
 def test_centroid_accuracy_with_an_exact_tie():
     truth = frame([[0, 0], [2, 0], [-2, 0]], perts=["A", "B", "C"])
     pred = frame([[1, 0], [2, 0], [0, 0]], perts=["A", "B", "C"])
@@ -318,6 +324,7 @@ def test_centroid_accuracy_matches_a_direct_loop_and_extra_references():
 
 
 # --- PerturBench rank metric -----------------------------------------------------------
+
 
 def test_rank_metric_is_zero_for_perfect_and_near_half_for_shuffled():
     truth, control, rng = random_problem(n=100, g=50, seed=0)
@@ -367,6 +374,7 @@ def test_rank_metric_matches_a_direct_loop():
 
 # --- discrimination score --------------------------------------------------------------
 
+
 def test_discrimination_score_excludes_the_target_gene():
     genes = ["A", "B", "g3"]
     control = pd.Series(5.0, index=genes)
@@ -393,6 +401,30 @@ def test_discrimination_score_excludes_both_targets_of_a_double():
     assert discrimination_score(pred, truth, control, exclude_targets=False)["A+B"] == pytest.approx(1 / 3)
 
 
+def test_discrimination_chance_by_hand():
+    """N knock-downs, only the targets measured: Δ_p = −2 e_p. Under any derangement σ, p's prediction is −2 e_q (q = σ(p)).
+    Without column p: own truth at L1 distance 2, Δ_q at 0, every other at 4 -> rank 1 -> PDS = 1 − 1/N, for every p and σ.
+    With the targets kept: own truth 4, Δ_q 0, N − 2 others tied at 4 -> rank 1 + (N − 2)/2 -> PDS = 0.5 (not 0.5 + 1/(2N))."""
+    from helpers.metrics import discrimination_chance
+
+    n = 4
+    genes = [f"G{i}" for i in range(n)]
+    control = pd.Series(3.0, index=genes)
+    truth = pd.DataFrame(3.0 - 2.0 * np.eye(n), index=genes, columns=genes)
+    chance, se = discrimination_chance(truth, control, n_permutations=10, seed=3)
+    assert chance == pytest.approx(1 - 1 / n) and se == pytest.approx(0.0)
+    assert chance > 0.5 + 1 / (2 * n)  # the random-rank level is wrong here
+    kept, _ = discrimination_chance(truth, control, exclude_targets=False, n_permutations=10, seed=3)
+    assert kept == pytest.approx(0.5)
+    assert discrimination_chance(truth, control, seed=1) == discrimination_chance(truth, control, seed=1)
+    # a collapsed prediction (no change for all): without column p the own truth is exact, every other at 2 -> PDS 1
+    collapsed = pd.DataFrame(3.0, index=genes, columns=genes)
+    assert discrimination_chance(truth, control, collapsed, n_permutations=3)[0] == pytest.approx(1.0)
+    # with the targets kept every candidate is at 2: all tied -> 1 − (N − 1)/(2N) = 0.5 + 1/(2N)
+    assert discrimination_chance(truth, control, collapsed, exclude_targets=False, n_permutations=3)[0] == pytest.approx(0.5 + 1 / 8)
+    assert METRICS["discrimination_score_l1_vs_control"].chance is None  # no fixed level: it depends on the data
+
+
 def test_discrimination_score_matches_cell_eval_algorithm():
     # cell-eval: for each p, L1 distances of pred Δp to every true Δq without p's target
     # column, argsort ascending, rank = position of q = p (from 0), score = 1 - rank / N
@@ -415,6 +447,7 @@ def test_discrimination_score_matches_cell_eval_algorithm():
 
 
 # --- mode collapse ---------------------------------------------------------------------
+
 
 def test_mode_collapse_scores_chance_on_ranks_while_its_rmse_looks_good():
     truth, control, rng = random_problem(n=60, g=40, seed=8, effect=0.3)
@@ -448,6 +481,7 @@ def test_blocked_computation_equals_one_block(monkeypatch):
 
 # --- cumulative error ------------------------------------------------------------------
 
+
 def test_cumulative_l2_by_hand():
     truth = frame([[1, 0, 0], [1, 1, 1]])
     pred = frame([[1, 2, 3], [0, 0, 0]])
@@ -476,6 +510,7 @@ def test_genes_by_change_and_published_grid():
 
 # --- dynamic range fraction ------------------------------------------------------------
 
+
 def test_dynamic_range_fraction_by_hand_and_clipping():
     idx = ["A", "B", "C", "D"]
     pos = pd.Series([0.9, -0.9, 0.6, np.nan], index=idx)
@@ -494,6 +529,7 @@ def test_dynamic_range_fraction_by_hand_and_clipping():
 
 
 # --- evaluate, registry, summary -------------------------------------------------------
+
 
 def test_evaluate_computes_every_metric_and_skips_with_reason(caplog):
     truth, control, rng = random_problem(n=10, g=25, seed=10)
@@ -546,11 +582,12 @@ def test_registry_names_state_their_reference():
 
 # --- DE gene sets ----------------------------------------------------------------------
 
+
 def test_de_gene_sets_train_and_gears_sources():
     import anndata as ad
     import scipy.sparse as sp
 
-    from helpers.data.genesets import top_de_genes
+    from helpers.stats.de import top_de_genes
 
     rng = np.random.default_rng(12)
     genes = [f"g{j}" for j in range(8)]

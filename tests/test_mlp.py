@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from helpers.data.pseudobulk import as_pseudobulk  # noqa: E402
-from helpers.data.canonical import DataError  # noqa: E402
+from helpers.errors import DataError  # noqa: E402
 from helpers.models.baselines import MeanBaseline  # noqa: E402
 from helpers.models.mlp import MLPModel  # noqa: E402
 
@@ -26,8 +26,7 @@ def _nonlinear_screen(n_perts=160, n_genes=30, seed=0):
     a, b = rng.normal(size=n_genes), rng.normal(size=n_genes)
     change = np.sin(2 * emb[["e1"]].to_numpy()) * a + (emb[["e2"]].to_numpy() ** 2 - 1.3) * b
     ctrl = rng.uniform(1, 3, n_genes)
-    table = pd.DataFrame(ctrl + change + rng.normal(0, 0.05, size=change.shape), index=perts,
-                         columns=[f"g{j}" for j in range(n_genes)])
+    table = pd.DataFrame(ctrl + change + rng.normal(0, 0.05, size=change.shape), index=perts, columns=[f"g{j}" for j in range(n_genes)])
     table.loc["control"] = ctrl
     return table, emb
 

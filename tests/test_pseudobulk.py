@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from helpers.data import DataError, as_pseudobulk, changes, control_profile, profiles, pseudobulk
+from helpers.data import as_pseudobulk, changes, control_profile, profiles, pseudobulk
+from helpers.errors import DataError
 
 
 def test_pseudobulk_means_by_hand(tiny_screen):

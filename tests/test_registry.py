@@ -1,5 +1,6 @@
 """Downloads, tested against files served from 127.0.0.1 (never the internet)."""
 
+import dataclasses
 import hashlib
 import http.server
 import json
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers.data import DataError, fetch, list_datasets, load_dataset
-from helpers.data import registry
+from helpers.data import download, fetch, list_datasets, load_dataset, registry
+from helpers.errors import DataError
 
 
 @pytest.fixture
@@ -38,8 +39,11 @@ def server(tmp_path):
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
+    """An empty cache folder; the registry's plausibility floors lowered to the size of the test files."""
     folder = tmp_path / "cache"
-    monkeypatch.setenv(registry.CACHE_ENV, str(folder))
+    monkeypatch.setenv(download.CACHE_ENV, str(folder))
+    for name, spec in registry.DOWNLOADS.items():
+        monkeypatch.setitem(registry.DOWNLOADS, name, dataclasses.replace(spec, min_bytes=100, min_cells=4, min_genes=4))
     return folder
 
 
@@ -51,7 +55,7 @@ def test_plain_h5ad_download_records_and_verifies_the_hash(server, cache, write_
     base, www = server
     spec = registry.DOWNLOADS["norman2019_scperturb"]
     shutil.copy(write_format("scperturb"), www / spec.filename)
-    monkeypatch.setenv(registry.MIRROR_ENV, base)
+    monkeypatch.setenv(download.MIRROR_ENV, base)
 
     adata = load_dataset("norman2019_scperturb")
     assert {"control", "A", "B", "A+B"} <= set(adata.obs["perturbation"])
@@ -83,7 +87,7 @@ def test_archives_are_unpacked(server, cache, write_format, monkeypatch, archive
     else:
         with tarfile.open(target, "w:gz") as tf:
             tf.add(member, arcname=spec.member)
-    monkeypatch.setenv(registry.MIRROR_ENV, base)
+    monkeypatch.setenv(download.MIRROR_ENV, base)
     path = fetch("adamson2016", progress=False)
     assert path == cache / "adamson2016" / spec.member
     adata = load_dataset("adamson2016")
@@ -94,8 +98,8 @@ def test_checksum_mismatch_leaves_nothing_in_the_cache(server, cache, monkeypatc
     base, www = server
     spec = registry.DOWNLOADS["essential_pseudobulk"]
     (www / spec.filename).write_bytes(b"truncated download")
-    monkeypatch.setitem(registry.DOWNLOADS, "essential_pseudobulk", registry.DatasetSpec(**{**spec.__dict__, "sha256": "0" * 64}))
-    monkeypatch.setenv(registry.MIRROR_ENV, base)
+    monkeypatch.setitem(registry.DOWNLOADS, "essential_pseudobulk", dataclasses.replace(spec, sha256="0" * 64))
+    monkeypatch.setenv(download.MIRROR_ENV, base)
     with pytest.raises(DataError, match="does not match its expected SHA-256"):
         fetch("essential_pseudobulk", progress=False)
     assert not (cache / spec.filename).exists()
@@ -106,7 +110,7 @@ def test_unreachable_server_gives_clear_error_and_leaves_nothing(cache, monkeypa
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    monkeypatch.setenv(registry.MIRROR_ENV, f"http://127.0.0.1:{port}")
+    monkeypatch.setenv(download.MIRROR_ENV, f"http://127.0.0.1:{port}")
     with pytest.raises(DataError, match="could not download norman2019 .*copy it to"):
         fetch("norman2019", progress=False)
     assert not any(cache.iterdir()) if cache.exists() else True
@@ -114,7 +118,7 @@ def test_unreachable_server_gives_clear_error_and_leaves_nothing(cache, monkeypa
 
 def test_missing_file_on_server_is_an_error(server, cache, monkeypatch):
     base, _ = server
-    monkeypatch.setenv(registry.MIRROR_ENV, base)
+    monkeypatch.setenv(download.MIRROR_ENV, base)
     with pytest.raises(DataError, match="could not download"):
         fetch("norman2019", progress=False)
     assert not (cache / "norman.zip").exists()
@@ -123,9 +127,18 @@ def test_missing_file_on_server_is_an_error(server, cache, monkeypatch):
 def test_unknown_names_and_the_embedded_subset():
     with pytest.raises(DataError, match="unknown dataset 'no_such'"):
         load_dataset("no_such")
-    with pytest.raises(DataError, match="not a downloadable"):
+    with pytest.raises(DataError, match="not a downloadable dataset .it is shipped"):
         fetch("norman2019_subset")
     adata = load_dataset("norman2019_subset")
     assert adata.shape == (3375, 500)
     assert adata.obs["perturbation"].nunique() == 34
     assert set(adata.obs["batch"]) == {str(i) for i in range(1, 9)}
+
+
+def test_the_mcfaline_subset_has_three_cell_lines_with_every_perturbation():
+    adata = load_dataset("mcfaline2023_subset")
+    assert adata.shape == (2586, 500)
+    counts = adata.obs.groupby(["context", "perturbation"], observed=True).size().unstack()
+    assert sorted(counts.index) == ["A172", "T98G", "U87MG"]
+    assert counts.shape[1] == 10 and counts.notna().all().all()  # control + 9 knock-downs in every line
+    assert (counts["control"] == 100).all() and counts.drop(columns="control").min().min() >= 46

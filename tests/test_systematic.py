@@ -1,18 +1,27 @@
-"""Tests of helpers.systematic (the Systema chapter's analysis steps) and the published Systema/PerturBench tables."""
+"""Tests of helpers.benchmarks.systema (the Systema chapter's analysis steps) and the published Systema/PerturBench tables."""
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from conftest import assert_same_outputs
 from scipy import stats
 
-from helpers import systematic as sysm
+from helpers.benchmarks import systema as sysm
 from helpers.data import changes, gears_simulation_split
-from helpers.data.canonical import DataError
-from helpers.metrics import METRICS, rmse, systematic_variation
+from helpers.errors import DataError
+from helpers.metrics import METRICS, rmse, systematic_variation, training_references
+from helpers.metrics.calibration import (
+    calibration_results,
+    drf_table,
+    negative_control_of,
+    noisy_duplicate,
+    rmse_matched_duplicate,
+    verdict,
+)
 from helpers.models.baselines import Additive, MatchingMean, MeanBaseline
-from helpers.models.controls import calibration_controls
+from helpers.models.controls import MEAN, calibration_controls
 
 
 def toy_screen(strength: float, n_perts: int = 24, n_genes: int = 40, seed: int = 0, cells=(6, 14), doubles: int = 0):
@@ -44,9 +53,10 @@ def toy_screen(strength: float, n_perts: int = 24, n_genes: int = 40, seed: int 
 
 # --- references and scores -------------------------------------------------------------------
 
+
 def test_training_references_by_hand(tiny_screen):
     split = gears_simulation_split(["A", "B", "C", "A+B"], seed=1)
-    refs = sysm.training_references(tiny_screen, split)
+    refs = training_references(split.subset(tiny_screen, "train"))
     X = tiny_screen.X.toarray()
     labels = tiny_screen.obs["perturbation"].astype(str).to_numpy()
     train = list(split.train)
@@ -83,6 +93,7 @@ def test_shift_decomposition_by_hand():
 
 # --- screens and models -------------------------------------------------------------------------
 
+
 def test_prepare_screen_restricts_genes_and_context():
     adata = toy_screen(1.0)
     out, notes = sysm.prepare_screen(adata, n_genes=10)
@@ -97,10 +108,12 @@ def test_prepare_screen_restricts_genes_and_context():
 
 
 def test_make_models_names_and_errors(tmp_path):
-    models = sysm.make_models(["mean (cells)", "mean", "matching mean"])
+    models = sysm.make_models(["mean (cells)", "mean (perturbations)", "mean", "matching mean"])
     assert isinstance(models["mean (cells)"], MeanBaseline) and models["mean (cells)"].weighting == "cell"
-    assert models["mean"].weighting == "perturbation" and isinstance(models["matching mean"], MatchingMean)
-    with pytest.raises(DataError, match="unknown models"):
+    assert models["mean (perturbations)"].weighting == "perturbation" and not models["mean (perturbations)"].include_control
+    assert models["mean"].include_control  # the same "mean" as in the chapters of Ahlmann-Eltze et al.
+    assert isinstance(models["matching mean"], MatchingMean)
+    with pytest.raises(DataError, match="cannot run in this chapter"):
         sysm.make_models(["GEARS"])
     path = tmp_path / "my_model.csv"
     pd.DataFrame([[1.0]], index=["A"], columns=["g0"]).to_csv(path)
@@ -109,6 +122,7 @@ def test_make_models_names_and_errors(tmp_path):
 
 
 # --- evaluation -------------------------------------------------------------------------------
+
 
 def test_perturbation_weighted_mean_is_undefined_against_the_perturbed_mean():
     adata = toy_screen(1.5, n_perts=30)
@@ -130,9 +144,10 @@ def test_evaluate_models_uses_a_common_set_and_reports_exclusions():
     adata = toy_screen(1.0, n_perts=20, doubles=8)
     split = gears_simulation_split(adata, seed=5)  # 2 test doubles with both singles in training, 3 without
     doubles = [p for p in split.test if "+" in p]
-    result = sysm.evaluate_models(adata, split, {"matching mean": MatchingMean(), "additive": Additive()}, doubles,
-                                  metrics=["rmse", "pearson_delta_vs_control"])
-    bad = result.excluded["additive"]
+    result = sysm.evaluate_models(
+        adata, split, {"matching mean": MatchingMean(), "additive": Additive()}, doubles, metrics=["rmse", "pearson_delta_vs_control"]
+    )
+    bad = result.engine.excluded("additive")
     assert bad and all("not in training data" in why for why in bad.values())
     assert set(result.common) == set(doubles) - set(bad)
     assert "additive cannot predict" in result.exclusion_report()
@@ -147,10 +162,14 @@ def test_seen_genes_by_hand():
 
 # --- sweep --------------------------------------------------------------------------------------
 
+
 def test_sweep_shows_systema_pattern_and_correlation():
     screens, per = sysm.sweep(
-        [0.0, 0.5, 1.0, 2.0], lambda s: toy_screen(s, n_perts=40), seeds=[1],
-        models=lambda: {"mean (cells)": MeanBaseline("cell")}, progress=False,
+        [0.0, 0.5, 1.0, 2.0],
+        lambda s: toy_screen(s, n_perts=40),
+        seeds=[1],
+        models=lambda: {"mean (cells)": MeanBaseline("cell")},
+        progress=False,
     )
     summary = sysm.sweep_summary(screens, per)
     assert screens["systematic_variation"].is_monotonic_increasing
@@ -166,14 +185,16 @@ def test_sweep_shows_systema_pattern_and_correlation():
 
 
 def test_sweep_summary_and_correlation_by_hand():
-    per = pd.DataFrame({
-        "systematic_strength": [0, 0, 0, 1, 1, 1, 2, 2],
-        "seed": [1, 1, 2, 1, 1, 2, 1, 1],
-        "model": ["m"] * 8,
-        "metric": ["x"] * 8,
-        "perturbation": list("ABAABAAB"),
-        "value": [0.1, 0.3, 0.5, 0.4, np.nan, 0.6, 0.9, 0.7],
-    })
+    per = pd.DataFrame(
+        {
+            "systematic_strength": [0, 0, 0, 1, 1, 1, 2, 2],
+            "seed": [1, 1, 2, 1, 1, 2, 1, 1],
+            "model": ["m"] * 8,
+            "metric": ["x"] * 8,
+            "perturbation": list("ABAABAAB"),
+            "value": [0.1, 0.3, 0.5, 0.4, np.nan, 0.6, 0.9, 0.7],
+        }
+    )
     screens = pd.DataFrame({"systematic_strength": [0, 1, 2], "systematic_variation": [0.2, 0.5, 0.9], "n_perturbations": 2})
     out = sysm.sweep_summary(screens, per).set_index("systematic_strength")
     # strength 0: seed 1 mean 0.2, seed 2 mean 0.5 -> 0.35; strength 1: seed 1 0.4 (NaN skipped), seed 2 0.6 -> 0.5
@@ -187,16 +208,17 @@ def test_sweep_summary_and_correlation_by_hand():
 
 # --- mode collapse --------------------------------------------------------------------------------
 
+
 def test_noisy_duplicate_matches_the_target_rmse_and_is_seeded():
     rng = np.random.default_rng(0)
     truth = pd.DataFrame(rng.normal(size=(8, 30)))
     dup = truth + rng.normal(0, 0.1, size=truth.shape)
-    noisy, sigma = sysm.noisy_duplicate(dup, truth, target_rmse=0.5, seed=3)
+    noisy, sigma = noisy_duplicate(dup, truth, target_rmse=0.5, seed=3)
     assert rmse(noisy, truth).mean() == pytest.approx(0.5, rel=1e-9)
     assert 0.3 < sigma < 0.6
-    again, _ = sysm.noisy_duplicate(dup, truth, target_rmse=0.5, seed=3)
+    again, _ = noisy_duplicate(dup, truth, target_rmse=0.5, seed=3)
     pd.testing.assert_frame_equal(noisy, again)
-    same, zero = sysm.noisy_duplicate(dup, truth, target_rmse=0.01, seed=3)
+    same, zero = noisy_duplicate(dup, truth, target_rmse=0.01, seed=3)
     assert zero == 0.0
     pd.testing.assert_frame_equal(same, dup)
 
@@ -207,7 +229,7 @@ def test_rmse_matched_duplicate_shrinks_a_duplicate_noisier_than_the_collapsed_p
     collapsed = pd.DataFrame(np.zeros((20, 50)))
     dup = truth + rng.normal(0, 0.6, size=truth.shape)  # informative but noisier than predicting 0
     assert rmse(dup, truth).mean() > rmse(collapsed, truth).mean()
-    matched = sysm.rmse_matched_duplicate(dup, collapsed, truth, seed=0)
+    matched = rmse_matched_duplicate(dup, collapsed, truth, seed=0)
     assert matched.method == "shrinkage" and 0 < matched.parameter < 1
     np.testing.assert_allclose(matched.prediction, matched.parameter * dup)  # collapsed is 0
     assert rmse(matched.prediction, truth).mean() == pytest.approx(matched.target, rel=1e-9)
@@ -216,9 +238,9 @@ def test_rmse_matched_duplicate_shrinks_a_duplicate_noisier_than_the_collapsed_p
     noise = rng.normal(0, 0.6, size=truth.shape)
     E = truth.to_numpy()
     junk = pd.DataFrame(noise - ((noise * E).sum(1) / (E * E).sum(1))[:, None] * E)
-    unmatched = sysm.rmse_matched_duplicate(junk, collapsed, truth, seed=0)
+    unmatched = rmse_matched_duplicate(junk, collapsed, truth, seed=0)
     assert unmatched.method == "none" and np.isnan(unmatched.parameter)
-    closer = sysm.rmse_matched_duplicate(truth + 0.01, collapsed, truth, seed=0)
+    closer = rmse_matched_duplicate(truth + 0.01, collapsed, truth, seed=0)
     assert closer.method == "noise" and closer.parameter > 0
 
 
@@ -229,38 +251,43 @@ def test_mode_collapse_same_rmse_opposite_ranks():
     rows, matched = sysm.mode_collapse_results(controls, seed=1)
     means = rows.groupby(["model", "metric"])["value"].mean()
     assert matched.method in ("noise", "shrinkage")
-    assert means["mean", "rmse"] == pytest.approx(means[sysm.MATCHED_DUPLICATE, "rmse"])
-    assert means["mean", "rank_rmse"] == pytest.approx(0.5)
-    assert means["mean", "centroid_accuracy"] == pytest.approx(0.5)
+    assert means[MEAN, "rmse"] == pytest.approx(means[sysm.MATCHED_DUPLICATE, "rmse"])
+    assert means[MEAN, "rank_rmse"] == pytest.approx(0.5)
+    assert means[MEAN, "centroid_accuracy"] == pytest.approx(0.5)
     assert means[sysm.MATCHED_DUPLICATE, "rank_rmse"] < 0.2
     assert means[sysm.MATCHED_DUPLICATE, "centroid_accuracy"] > 0.8
 
 
 # --- calibration ------------------------------------------------------------------------------------
 
+
 def test_negative_control_of():
-    assert sysm.negative_control_of("pearson_delta_vs_perturbed_mean") == "no change"
-    assert sysm.negative_control_of("pearson_delta_de20_vs_perturbed_mean") == "no change"
-    assert sysm.negative_control_of("weighted_r2_delta_vs_perturbed_mean") == "mean"
-    assert sysm.negative_control_of("mse") == "mean"
+    assert negative_control_of("pearson_delta_vs_perturbed_mean") == "no change"
+    assert negative_control_of("pearson_delta_de20_vs_perturbed_mean") == "no change"
+    assert negative_control_of("weighted_r2_delta_vs_perturbed_mean") == MEAN == "mean (perturbations)"
+    assert negative_control_of("mse") == MEAN
 
 
 def test_drf_table_by_hand():
     rows = []
     values = {  # metric -> model -> per perturbation (A, B)
-        "mse": {"technical duplicate": [1.0, 2.0], "interpolated duplicate": [2.0, 2.0], "mean": [4.0, 4.0], "no change": [9, 9]},
-        "pearson_delta_vs_perturbed_mean": {"technical duplicate": [0.9, 0.5], "interpolated duplicate": [0.5, 0.5],
-                                            "mean": [np.nan, np.nan], "no change": [0.0, 0.5]},
+        "mse": {"technical duplicate": [1.0, 2.0], "interpolated duplicate": [2.0, 2.0], MEAN: [4.0, 4.0], "no change": [9, 9]},
+        "pearson_delta_vs_perturbed_mean": {
+            "technical duplicate": [0.9, 0.5],
+            "interpolated duplicate": [0.5, 0.5],
+            MEAN: [np.nan, np.nan],
+            "no change": [0.0, 0.5],
+        },
     }
     for metric, by_model in values.items():
         for model, vals in by_model.items():
             rows += [{"model": model, "perturbation": p, "metric": metric, "value": v} for p, v in zip("AB", vals)]
-    table = sysm.drf_table(pd.DataFrame(rows))
+    table = drf_table(pd.DataFrame(rows))
     eps = 1e-6
     # mse (lower better, perfect 0): A (4-1)/(4+eps), B (4-2)/(4+eps): median = mean of the two
     assert table.loc["mse", "drf_technical duplicate"] == pytest.approx(np.median([3 / (4 + eps), 2 / (4 + eps)]))
     assert table.loc["mse", "drf_interpolated duplicate"] == pytest.approx(2 / (4 + eps))
-    assert table.loc["mse", "negative_control"] == "mean" and table.loc["mse", "calibration"] == "well"
+    assert table.loc["mse", "negative_control"] == MEAN and table.loc["mse", "calibration"] == "well"
     # PearsonΔ vs perturbed mean uses "no change": A 0.9/(1+eps), B 0/(0.5+eps)
     got = table.loc["pearson_delta_vs_perturbed_mean"]
     assert got["negative_control"] == "no change"
@@ -273,17 +300,18 @@ def test_calibration_results_shape_and_verdicts():
     adata = toy_screen(2.0, n_perts=40, cells=(30, 40))
     split = gears_simulation_split(adata, seed=1)
     controls = calibration_controls(adata, list(split.test), list(split.train), seed=2)
-    rows = sysm.calibration_results(controls)
-    assert set(rows["model"]) == {"technical duplicate", "interpolated duplicate", "mean", "no change"}
+    rows = calibration_results(controls)
+    assert set(rows["model"]) == {"technical duplicate", "interpolated duplicate", MEAN, "no change"}
     assert set(rows["metric"]) == set(METRICS)
-    table = sysm.drf_table(rows)
+    table = drf_table(rows)
     # rank metrics separate a duplicate from a constant prediction
     assert table.loc["rank_rmse", "drf_technical duplicate"] > 0.5
-    assert sysm.verdict(0.7) == "well" and sysm.verdict(0.3) == "partly" and sysm.verdict(-0.1) == "poorly"
-    assert sysm.verdict(float("nan")) == "undefined"
+    assert verdict(0.7) == "well" and verdict(0.3) == "partly" and verdict(-0.1) == "poorly"
+    assert verdict(float("nan")) == "undefined"
 
 
 # --- published tables -------------------------------------------------------------------------------
+
 
 def test_published_tables_follow_the_convention():
     from helpers.published import COLUMNS, published
@@ -292,12 +320,19 @@ def test_published_tables_follow_the_convention():
 
     table = published("systema")
     assert list(table.columns[: len(COLUMNS)]) == COLUMNS
-    mean_norman = table[(table["table"] == "pearson_delta_vs_control") & (table["dataset"] == "norman2019")
-                        & (table["model"] == "mean (cells)")].set_index("metric")["value"]
+    mean_norman = table[
+        (table["table"] == "pearson_delta_vs_control") & (table["dataset"] == "norman2019") & (table["model"] == "mean (cells)")
+    ].set_index("metric")["value"]
     assert mean_norman.to_dict() == {"pearson_delta_vs_control": 0.49, "pearson_delta_de20_vs_control": 0.52}
     assert len(sy.TABLES["pearson_delta_vs_perturbed_mean"]) == 5 * 10 * 2
-    suite_metrics = {"pearson_delta_vs_control", "pearson_delta_de20_vs_control", "pearson_delta_vs_perturbed_mean",
-                     "pearson_delta_de20_vs_perturbed_mean", "rmse", "centroid_accuracy"}
+    suite_metrics = {
+        "pearson_delta_vs_control",
+        "pearson_delta_de20_vs_control",
+        "pearson_delta_vs_perturbed_mean",
+        "pearson_delta_de20_vs_perturbed_mean",
+        "rmse",
+        "centroid_accuracy",
+    }
     assert suite_metrics <= set(METRICS)
     assert sy.TABLES["correlation"]["value"].iloc[0] == 0.970
     ref = sy.systematic_variation_reference().set_index("simulated_counterpart")
@@ -310,18 +345,25 @@ def test_published_tables_follow_the_convention():
 
 # --- the notebook ---------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_systema_notebook_runs_and_gives_identical_results_twice(tmp_path):
+    from helpers.book.runner import run_notebook
     from helpers.results import check_results
-    from helpers.runner import run_notebook
 
-    params = {"dataset": "norman2019_subset", "seeds": [1], "score_datasets": ["adamson_like"],
-              "sweep_strengths": [0.0, 0.3, 0.6], "sweep_scale": 0.2}
+    params = {
+        "dataset": "norman2019_subset",
+        "seeds": [1],
+        "score_datasets": ["adamson_like"],
+        "sweep_strengths": [0.0, 0.3, 0.6],
+        "sweep_scale": 0.2,
+    }
     paths = []
     for run in ("a", "b"):
         run_notebook("systema", params, tmp_path / run)
-        paths.append(tmp_path / run / "systema.results.csv")
+        paths.append(tmp_path / run / "systema-norman2019_subset.results.csv")
     assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert_same_outputs(tmp_path / "a" / "systema.ipynb", tmp_path / "b" / "systema.ipynb")
     table = check_results(pd.read_csv(paths[0]))
     assert set(table["analysis"]) == {"systematic_variation", "baselines", "doubles", "sweep", "mode_collapse", "calibration"}
     assert set(table.loc[table["analysis"] == "baselines", "metric"]) == set(METRICS)
@@ -330,12 +372,28 @@ def test_systema_notebook_runs_and_gives_identical_results_twice(tmp_path):
 
 
 def test_systema_notebook_parameters_are_all_visible_to_papermill():
-    from helpers.runner import notebook_parameters
+    from helpers.book.runner import notebook_parameters
 
     params = notebook_parameters("systema")
-    expected = {"dataset", "score_datasets", "seeds", "n_genes", "models", "predictions", "predictions_name", "de_source",
-                "deg_weights_source", "context", "simulation_seed", "run_sweep", "sweep_preset", "sweep_strengths",
-                "sweep_scale", "run_calibration", "output_dir"}
+    expected = {
+        "dataset",
+        "score_datasets",
+        "seeds",
+        "n_genes",
+        "models",
+        "predictions",
+        "predictions_name",
+        "de_source",
+        "deg_weights_source",
+        "context",
+        "simulation_seed",
+        "run_sweep",
+        "sweep_preset",
+        "sweep_strengths",
+        "sweep_scale",
+        "run_calibration",
+        "output_dir",
+    }
     assert set(params) == expected
     assert params["dataset"] == '"norman_like"' and params["output_dir"] == '"."'
 
@@ -354,23 +412,45 @@ def test_systema_plots_draw_labelled_figures():
     assert ax.get_ylabel() and ax.get_title()
     ax = plots.shift_decomposition(sysm.shift_decomposition(changes(screens["strong"])), "strong")
     assert "average shift" in ax.get_xlabel()
-    summary = pd.DataFrame({"model": ["m", "m", "n", "n"], "metric": ["pearson_delta_vs_control", "pearson_delta_vs_perturbed_mean"] * 2,
-                            "mean": [0.5, 0.1, np.nan, 0.2], "se": [0.01, 0.02, np.nan, 0.01]})
+    summary = pd.DataFrame(
+        {
+            "model": ["m", "m", "n", "n"],
+            "metric": ["pearson_delta_vs_control", "pearson_delta_vs_perturbed_mean"] * 2,
+            "mean": [0.5, 0.1, np.nan, 0.2],
+            "se": [0.01, 0.02, np.nan, 0.01],
+        }
+    )
     ax = plots.reference_comparison(summary)
     assert any("undefined" in t.get_text() for t in ax.texts)  # NaN is written, not drawn as 0
-    sweep_table = pd.DataFrame({"systematic_strength": [0, 0, 1, 1], "systematic_variation": [0.2, 0.2, 0.8, 0.8],
-                                "model": "m", "metric": ["pearson_delta_vs_control", "pearson_delta_vs_perturbed_mean"] * 2,
-                                "value": [0.2, 0.0, 0.8, 0.05]})
+    sweep_table = pd.DataFrame(
+        {
+            "systematic_strength": [0, 0, 1, 1],
+            "systematic_variation": [0.2, 0.2, 0.8, 0.8],
+            "model": "m",
+            "metric": ["pearson_delta_vs_control", "pearson_delta_vs_perturbed_mean"] * 2,
+            "value": [0.2, 0.0, 0.8, 0.05],
+        }
+    )
     ax = plots.sweep(sweep_table, "m", {"r": 0.99, "n_screens": 2})
     assert "r = 0.99" in ax.get_title() and len(ax.lines) >= 2
-    table = pd.DataFrame({"model": ["a", "b"] * 3, "metric": ["rmse"] * 2 + ["rank_rmse"] * 2 + ["centroid_accuracy"] * 2,
-                          "mean": [0.1, 0.1, 0.5, 0.0, 0.5, 1.0]})
+    table = pd.DataFrame(
+        {
+            "model": ["a", "b"] * 3,
+            "metric": ["rmse"] * 2 + ["rank_rmse"] * 2 + ["centroid_accuracy"] * 2,
+            "mean": [0.1, 0.1, 0.5, 0.0, 0.5, 1.0],
+        }
+    )
     assert len(plots.mode_collapse(table, chance={"rank_rmse": 0.5}).axes) == 3
     drf = pd.DataFrame({"drf_technical duplicate": [0.9, -0.2], "drf_interpolated duplicate": [0.8, 0.1]}, index=["rank_rmse", "mse"])
     ax = plots.calibration(drf)
     assert [t.get_text() for t in ax.get_yticklabels()] == ["mse", "rank_rmse"]
-    doubles = pd.DataFrame({"seen_genes": [0, 1, 2] * 4, "model": ["x"] * 6 + ["y"] * 6,
-                            "metric": (["pearson_delta_vs_control"] * 3 + ["pearson_delta_vs_perturbed_mean"] * 3) * 2,
-                            "value": np.linspace(-0.2, 0.9, 12)})
+    doubles = pd.DataFrame(
+        {
+            "seen_genes": [0, 1, 2] * 4,
+            "model": ["x"] * 6 + ["y"] * 6,
+            "metric": (["pearson_delta_vs_control"] * 3 + ["pearson_delta_vs_perturbed_mean"] * 3) * 2,
+            "value": np.linspace(-0.2, 0.9, 12),
+        }
+    )
     assert len(plots.doubles_figure(doubles).axes) == 2
     plt.close("all")

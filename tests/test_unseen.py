@@ -6,14 +6,16 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_same_outputs
 
+from helpers.benchmarks.engine import TrainingData, run_models
+from helpers.benchmarks.unseen_perturbations import embedding_overlap, other_screen
 from helpers.data.pseudobulk import as_pseudobulk  # noqa: E402
 from helpers.models.baselines import MeanBaseline
 from helpers.models.linear import LinearModel, condition_pca_embedding
 from helpers.published.ahlmann_eltze_singles import TABLES, published_for
 from helpers.results import check_results
 from helpers.stats.bootstrap import ratio_to_reference
-from helpers.unseen import common_perturbations, embedding_overlap, evaluate_predictions, fit_predict, other_screen
 
 
 def _pseudobulk(table: pd.DataFrame):
@@ -29,42 +31,40 @@ def screen():
     return table
 
 
-def test_fit_predict_lists_exclusions_and_the_common_set(screen):
+def test_the_engine_lists_exclusions_and_the_common_set(screen):
     held_out = ["G8", "G9", "UNMEASURED"]
-    train = _pseudobulk(screen.drop(index=held_out))
+    train = TrainingData(pseudobulk=_pseudobulk(screen.drop(index=held_out)))
     models = {"mean": MeanBaseline(include_control=True), "linear": LinearModel(n_components=3)}
-    preds, excluded, seconds = fit_predict(models, train, held_out)
-    assert list(preds["mean"].index) == held_out
-    assert list(preds["linear"].index) == ["G8", "G9"]
-    assert excluded.to_dict("records") == [
+    run = run_models(models, train, held_out)
+    assert list(run.predictions["mean"].index) == held_out
+    assert list(run.predictions["linear"].index) == ["G8", "G9"]
+    assert run.exclusions.to_dict("records") == [
         {"model": "linear", "perturbation": "UNMEASURED", "reason": "target gene UNMEASURED not measured (no row in the training PCA)"}
     ]
-    assert set(seconds) == {"mean", "linear"}
-    assert common_perturbations(preds, held_out) == ["G8", "G9"]
-    assert common_perturbations(preds, held_out, models=["mean"]) == held_out
-    # a model that predicted nothing empties the common set
-    assert common_perturbations(preds, held_out, models=["mean", "absent"]) == []
+    assert list(run.fits["model"]) == ["mean", "linear"] and (run.fits["status"] == "ok").all()
+    assert run.common == ["G8", "G9"]
 
 
-def test_evaluate_predictions_rows_by_hand(screen):
+def test_scores_by_hand(screen):
     held_out = ["G8", "G9", "UNMEASURED"]
-    train = _pseudobulk(screen.drop(index=held_out))
-    preds, _, _ = fit_predict({"mean": MeanBaseline(include_control=True), "linear": LinearModel(n_components=3)}, train, held_out)
+    train = TrainingData(pseudobulk=_pseudobulk(screen.drop(index=held_out)))
+    run = run_models({"mean": MeanBaseline(include_control=True), "linear": LinearModel(n_components=3)}, train, held_out)
+    preds = run.predictions
     genes = ["G0", "G3", "G4", "G7"]
     control = screen.loc["control"]
-    rows = evaluate_predictions(preds, screen, control, genes, ["G8", "G9"], split_of={"G8": "test", "G9": "val"},
-                                dataset="toy", seed=1)
-    check_results(rows)
-    assert list(rows.columns) == ["dataset", "seed", "model", "perturbation", "split", "common", "metric", "value"]
+    rows = run.score(screen, control, genes=genes, metrics=["l2", "pearson_delta_vs_control"])
+    assert list(rows.columns) == ["model", "perturbation", "common_set", "metric", "value"]
     l2 = rows[(rows.model == "mean") & (rows.metric == "l2")].set_index("perturbation")
     pred = preds["mean"].loc["UNMEASURED", genes].to_numpy()
     assert l2.loc["UNMEASURED", "value"] == pytest.approx(np.sqrt(((pred - screen.loc["UNMEASURED", genes].to_numpy()) ** 2).sum()))
-    assert not l2.loc["UNMEASURED", "common"] and l2.loc["G8", "common"]
-    assert l2.loc["G8", "split"] == "test" and l2.loc["UNMEASURED", "split"] == ""
+    assert not l2.loc["UNMEASURED", "common_set"] and l2.loc["G8", "common_set"]
     pd_ = rows[(rows.model == "linear") & (rows.metric == "pearson_delta_vs_control")].set_index("perturbation")
     d_pred = preds["linear"].loc["G9", genes] - control[genes]
     d_obs = screen.loc["G9", genes] - control[genes]
     assert pd_.loc["G9", "value"] == pytest.approx(np.corrcoef(d_pred, d_obs)[0, 1])
+    # on the common set only
+    common_rows = run.score(screen, control, genes=genes, metrics=["l2"], common_only=True)
+    assert set(common_rows["perturbation"]) == {"G8", "G9"}
 
 
 def test_embedding_overlap_counts(screen):
@@ -106,7 +106,7 @@ def test_plots_draw_with_labels(screen):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from helpers.plots.unseen import metric_by_model, ratio_plot
+    from helpers.plots.unseen_perturbations import metric_by_model, ratio_plot
 
     rng = np.random.default_rng(0)
     rows = []
@@ -116,7 +116,7 @@ def test_plots_draw_with_labels(screen):
                 rows.append((d, 1, model, f"P{p}", "l2", scale * rng.uniform(2, 3)))
                 rows.append((d, 1, model, f"P{p}", "pearson_delta_vs_control", np.nan if model == "no change" else rng.uniform(0, 1)))
     frame = pd.DataFrame(rows, columns=["dataset", "seed", "model", "perturbation", "metric", "value"])
-    fig = metric_by_model(frame)
+    fig = metric_by_model(frame, order=["mean", "linear", "no change"])
     assert fig.axes[0].get_title() == "a" and "L2" in fig.axes[0].get_xlabel()
     ratios = ratio_to_reference(frame, n_resamples=200)
     published = pd.DataFrame({"dataset": ["a"], "model": ["linear"], "value": [0.95]})
@@ -128,29 +128,42 @@ def test_plots_draw_with_labels(screen):
 
 @pytest.mark.slow
 def test_notebook_runs_with_own_predictions_and_gives_identical_results_twice(tmp_path):
+    from helpers.book.runner import run_notebook
     from helpers.data import gears_simulation_split, load_dataset, profiles
-    from helpers.runner import run_notebook
 
     adata = load_dataset("adamson_like")
     table = profiles(adata)
     split = gears_simulation_split([p for p in table.index if p != "control"], seed=1)
     own = table.loc[list(split.train)].mean() + 0.01  # "my model": the training mean shifted a little
-    pd.DataFrame([own.to_numpy()] * len(split.evaluated), index=pd.Index(list(split.evaluated), name="perturbation"),
-                 columns=table.columns).to_csv(tmp_path / "mine.csv")
-    params = {"datasets": ["adamson_like"], "seeds": [1], "models": ["mean", "linear", "linear (P from other screen)", "MLP (torch)"],
-              "predictions": str(tmp_path / "mine.csv"), "predictions_name": "my model", "n_bootstrap": 500}
+    pd.DataFrame(
+        [own.to_numpy()] * len(split.evaluated), index=pd.Index(list(split.evaluated), name="perturbation"), columns=table.columns
+    ).to_csv(tmp_path / "mine.csv")
+    params = {
+        "datasets": ["adamson_like"],
+        "seeds": [1],
+        "models": ["mean", "linear", "linear (P from other screen)", "MLP (torch)"],
+        "predictions": str(tmp_path / "mine.csv"),
+        "predictions_name": "my model",
+        "n_bootstrap": 500,
+    }
     paths = []
     for run in ("a", "b"):
         run_notebook("unseen_perturbations", params, tmp_path / run)
         paths.append(tmp_path / run / "unseen_perturbations.results.csv")
     assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert_same_outputs(tmp_path / "a" / "unseen_perturbations.ipynb", tmp_path / "b" / "unseen_perturbations.ipynb")
     results = check_results(pd.read_csv(paths[0]))
-    assert set(results["model"]) == {"mean", "linear", "linear (P from other screen)", "MLP (torch)", "my model"}
+    from helpers.models.precomputed import precomputed_files
+
+    # gears = "precomputed" by default: GEARS joins the models exactly when its file for this split is shipped
+    shipped = precomputed_files("unseen_perturbations", "adamson_like", 1)[1].exists()
+    expected = {"mean", "linear", "linear (P from other screen)", "MLP (torch)", "my model"} | ({"GEARS"} if shipped else set())
+    assert set(results["model"]) == expected
     assert set(results["metric"]) == {"l2", "pearson_delta_vs_control"}
     mine = results[(results["model"] == "my model") & (results["metric"] == "l2")]
     assert len(mine) == len(split.evaluated)
     # the common set is what every model predicted: the other-screen P cannot embed everything on adamson_like
-    common = results[results["common"]]
+    common = results[results["common_set"]]
     assert 0 < common["perturbation"].nunique() < len(split.evaluated)
 
 
@@ -162,15 +175,15 @@ def test_notebook_on_downloaded_data_shows_published_numbers_side_by_side(tmp_pa
 
     import scipy.sparse as sp
 
+    from helpers.book.runner import run_notebook
     from helpers.data import load_dataset
-    from helpers.runner import run_notebook
 
     sim = load_dataset("adamson_like")
     labels = sim.obs["perturbation"].astype(str)
-    obs = pd.DataFrame({"condition": np.where(labels == "control", "ctrl", labels + "+ctrl"), "cell_type": "K562"},
-                       index=sim.obs_names)
-    gears = ad.AnnData(X=sp.csr_matrix(sim.X), obs=obs,
-                       var=pd.DataFrame({"gene_name": sim.var_names}, index=[f"ENSG{i:06d}" for i in range(sim.n_vars)]))
+    obs = pd.DataFrame({"condition": np.where(labels == "control", "ctrl", labels + "+ctrl"), "cell_type": "K562"}, index=sim.obs_names)
+    gears = ad.AnnData(
+        X=sp.csr_matrix(sim.X), obs=obs, var=pd.DataFrame({"gene_name": sim.var_names}, index=[f"ENSG{i:06d}" for i in range(sim.n_vars)])
+    )
     cache = tmp_path / "cache"
     (cache / "tmp").mkdir(parents=True)
     gears.write_h5ad(cache / "tmp" / "perturb_processed.h5ad")
@@ -178,13 +191,25 @@ def test_notebook_on_downloaded_data_shows_published_numbers_side_by_side(tmp_pa
         zf.write(cache / "tmp" / "perturb_processed.h5ad", "adamson/perturb_processed.h5ad")
     monkeypatch.setenv("PERTURB_DATA_CACHE", str(cache))
     monkeypatch.setenv("PERTURB_DATA_MIRROR", "http://127.0.0.1:9")  # nothing else may be fetched
+    # the state after a first download that passed its checks (the fake is below the registry's plausibility floors)
+    from helpers.data import download
+    from helpers.data.registry import DOWNLOADS
 
-    params = {"datasets": ["adamson2016"], "seeds": [1], "models": ["mean", "linear", "linear (P from other screen)"],
-              "n_bootstrap": 200}
+    spec, member = DOWNLOADS["adamson2016"], cache / "tmp" / "perturb_processed.h5ad"
+    members = {spec.member: download._hash_file(member)}
+    download._update_record(
+        spec, download._new_entry(spec, cache / spec.filename, download._hash_file(cache / spec.filename), "test", members)
+    )
+
+    params = {"datasets": ["adamson2016"], "seeds": [1], "models": ["mean", "linear", "linear (P from other screen)"], "n_bootstrap": 200}
     run_notebook("unseen_perturbations", params, tmp_path / "run")
     nb = json.loads((tmp_path / "run" / "unseen_perturbations.ipynb").read_text())
-    text = "\n".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/markdown", ""))
-                     for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []))
+    text = "\n".join(
+        "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/markdown", ""))
+        for c in nb["cells"]
+        if c["cell_type"] == "code"
+        for o in c.get("outputs", [])
+    )
     assert "the same data as the paper's `adamson2016`" in text
     assert "could not download replogle2022_k562_essential" in text or "cannot be loaded" in text
     results = pd.read_csv(tmp_path / "run" / "unseen_perturbations.results.csv")

@@ -1,7 +1,7 @@
 """The data layer: canonical screens, readers, the dataset registry, pseudobulk, splits and gene sets."""
 
-from .canonical import CONTROL, DataError, canonical_perturbation, log_normalise, target_genes, validate
-from .genesets import de_scores, highly_variable_genes, top_de_genes, top_expressed_genes
+from .canonical import CONTROL, canonical_perturbation, log_normalise, target_genes, validate
+from .genesets import highly_variable_genes, top_expressed_genes
 from .pseudobulk import as_pseudobulk, changes, control_profile, profiles, pseudobulk
 from .readers import read_h5ad
 from .registry import cache_dir, dataset_info, fetch, list_datasets, load_dataset
@@ -10,14 +10,12 @@ from .splits import Split, double_perturbation_split, gears_simulation_split, kf
 __all__ = [
     "CONTROL",
     "as_pseudobulk",
-    "DataError",
     "Split",
     "cache_dir",
     "canonical_perturbation",
     "changes",
     "control_profile",
     "dataset_info",
-    "de_scores",
     "double_perturbation_split",
     "fetch",
     "gears_simulation_split",
@@ -30,7 +28,6 @@ __all__ = [
     "pseudobulk",
     "read_h5ad",
     "target_genes",
-    "top_de_genes",
     "top_expressed_genes",
     "validate",
 ]

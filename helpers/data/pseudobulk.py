@@ -8,11 +8,17 @@ on the log-normalised scale, and the change (often called Δ or "delta") is
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .canonical import CONTROL, DataError, n_targets
+from ..errors import DataError
+from .canonical import CONTROL, n_targets
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 
 def _group_indicator(codes: np.ndarray, n_groups: int, weights: np.ndarray | None = None) -> sp.csr_matrix:
@@ -22,7 +28,7 @@ def _group_indicator(codes: np.ndarray, n_groups: int, weights: np.ndarray | Non
     return sp.csr_matrix((data, (codes, np.arange(n))), shape=(n_groups, n))
 
 
-def _group_sums(X, codes: np.ndarray, n_groups: int, chunk: int = 20_000) -> np.ndarray:
+def _group_sums(X: np.ndarray | sp.spmatrix, codes: np.ndarray, n_groups: int, chunk: int = 20_000) -> np.ndarray:
     """Dense groups x genes sums of the rows of ``X``, in float64, a block of rows at a time.
 
     Blocks bound the memory of the float64 copy that the sparse product makes of ``X``.
@@ -36,12 +42,12 @@ def _group_sums(X, codes: np.ndarray, n_groups: int, chunk: int = 20_000) -> np.
     return out
 
 
-def is_pseudobulk(adata) -> bool:
+def is_pseudobulk(adata: AnnData) -> bool:
     """Whether ``adata`` is already a pseudobulk object made by :func:`pseudobulk`."""
     return bool(adata.uns.get("pseudobulk", {}).get("is_pseudobulk", False))
 
 
-def pseudobulk(adata, batch_key: str | None = None, layer: str | None = None, groupby: str = "perturbation"):
+def pseudobulk(adata: AnnData, batch_key: str | None = None, layer: str | None = None, groupby: str = "perturbation") -> AnnData:
     """Mean profile of every perturbation.
 
     Without ``batch_key``: ``x̄_p = (1/|C_p|) Σ_{c ∈ C_p} X[c]``.
@@ -51,7 +57,8 @@ def pseudobulk(adata, batch_key: str | None = None, layer: str | None = None, gr
     batches holding cells of ``p``.
 
     The cell matrix is never densified: the means are a sparse indicator matrix times
-    the sparse cell matrix.
+    the sparse cell matrix. A screen opened from disk (:func:`helpers.data.streaming.open_screen`)
+    is streamed in blocks of cells (:func:`helpers.data.streaming.pseudobulk_streamed`).
 
     Parameters
     ----------
@@ -75,6 +82,10 @@ def pseudobulk(adata, batch_key: str | None = None, layer: str | None = None, gr
 
     if is_pseudobulk(adata):
         return adata
+    if getattr(adata, "isbacked", False):  # opened from disk: one streaming pass over blocks of cells
+        from .streaming import pseudobulk_streamed
+
+        return pseudobulk_streamed(adata, batch_key=batch_key, layer=layer, groupby=groupby)
     if groupby not in adata.obs:
         raise DataError(f"obs has no column {groupby!r}; load the screen with helpers.data.load_dataset first.")
     X = adata.X if layer is None else adata.layers[layer]
@@ -113,7 +124,7 @@ def pseudobulk(adata, batch_key: str | None = None, layer: str | None = None, gr
     return out
 
 
-def as_pseudobulk(table: pd.DataFrame, n_cells=None):
+def as_pseudobulk(table: pd.DataFrame, n_cells: float | pd.Series | None = None) -> AnnData:
     """A pseudobulk AnnData from a perturbations x genes table of mean profiles.
 
     For profiles computed elsewhere (e.g. published pseudobulk files): every model of the
@@ -131,7 +142,7 @@ def as_pseudobulk(table: pd.DataFrame, n_cells=None):
     return out
 
 
-def control_profile(adata, batch_key: str | None = None) -> pd.Series:
+def control_profile(adata: AnnData, batch_key: str | None = None) -> pd.Series:
     """Mean profile of the control cells (``x̄_control``), indexed by gene."""
     pb = pseudobulk(adata, batch_key=batch_key)
     if CONTROL not in pb.obs_names:
@@ -139,7 +150,7 @@ def control_profile(adata, batch_key: str | None = None) -> pd.Series:
     return pd.Series(pb[CONTROL].X.ravel(), index=pb.var_names, name=CONTROL)
 
 
-def profiles(adata, batch_key: str | None = None, include_control: bool = True) -> pd.DataFrame:
+def profiles(adata: AnnData, batch_key: str | None = None, include_control: bool = True) -> pd.DataFrame:
     """Pseudobulk profiles as a perturbations x genes DataFrame."""
     pb = pseudobulk(adata, batch_key=batch_key)
     frame = pd.DataFrame(pb.X, index=pb.obs_names.copy(), columns=pb.var_names.copy())
@@ -148,7 +159,7 @@ def profiles(adata, batch_key: str | None = None, include_control: bool = True) 
     return frame
 
 
-def changes(adata, batch_key: str | None = None) -> pd.DataFrame:
+def changes(adata: AnnData, batch_key: str | None = None) -> pd.DataFrame:
     """Change from control of every perturbation: ``Δ_p = x̄_p − x̄_control`` (control row dropped)."""
     frame = profiles(adata, batch_key=batch_key)
     if CONTROL not in frame.index:

@@ -2,44 +2,44 @@
 
 Three kinds:
 
-* ``embedded`` — shipped in ``data/`` (the real Norman 2019 subset);
+* ``embedded`` — shipped in ``data/`` (the real Norman 2019 and McFaline-Figueroa 2023 subsets);
 * ``simulated`` — generated on demand by :mod:`helpers.data.simulate` with known truth;
 * ``download`` — the published datasets, fetched with :mod:`pooch` into a cache folder.
 
-Downloads: the cache folder is ``$PERTURB_DATA_CACHE`` (default: the user cache folder,
-e.g. ``~/.cache/perturbation-benchmarks``). Checksums of the published files are not
-known in advance, so the SHA-256 of the first successful download is recorded in
-``hashes.json`` in the cache and every later use verifies it. A download that fails
-(unreachable server, checksum mismatch) leaves nothing in the cache. Set
-``$PERTURB_DATA_MIRROR`` to a base URL to fetch every file from a mirror instead
-(``<mirror>/<file name>``), e.g. an institute's copy.
+How downloads are fetched, verified and cached: :mod:`helpers.data.download`.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import os
-import shutil
-import tarfile
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from .canonical import DataError
+from ..errors import DataError
+from ..resources import data_dir
+from . import download
+from .download import cache_dir
 from .readers import read_h5ad, read_perturbench
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
-CACHE_ENV = "PERTURB_DATA_CACHE"
-MIRROR_ENV = "PERTURB_DATA_MIRROR"
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+DATA_DIR = data_dir()
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One entry of the registry."""
+    """One entry of the registry.
+
+    A download's content is checked against ``format`` (the reader and the layout its file must
+    have), ``member`` (the file of an archive to use), ``sha256`` and ``size`` (where the publisher
+    gives them; none do today) and the plausibility floors ``min_bytes``, ``min_cells`` and
+    ``min_genes``, set well below the published versions so that a new release passes while an error
+    page, a cut file or another dataset does not (:mod:`helpers.data.download`).
+    """
 
     name: str
     kind: str
@@ -51,10 +51,14 @@ class DatasetSpec:
     member: str | None = None
     format: str = "auto"
     sha256: str | None = None
+    size: int | None = None
+    min_bytes: int = 0
+    min_cells: int = 1
+    min_genes: int = 1
     reader_kwargs: dict = field(default_factory=dict)
 
 
-def _load_norman_subset(**kwargs):
+def _load_norman_subset(**kwargs) -> AnnData:
     """The embedded real cells, with the 10x GEM group (barcode suffix ``-N``) as ``batch``."""
     if kwargs:
         raise DataError(f"norman2019_subset takes no options, got {sorted(kwargs)}")
@@ -62,6 +66,13 @@ def _load_norman_subset(**kwargs):
     suffix = adata.obs_names.str.rsplit("-", n=1).str[-1]
     adata.obs["batch"] = pd.Categorical(suffix)
     return adata
+
+
+def _load_mcfaline_subset(**kwargs):
+    """The embedded real cells of three glioblastoma lines, the cell line (``obs['cell_type']``) as ``context``."""
+    if kwargs:
+        raise DataError(f"mcfaline2023_subset takes no options, got {sorted(kwargs)}")
+    return read_perturbench(DATA_DIR / "mcfaline2023_subset.h5ad", context_key="cell_type")
 
 
 EMBEDDED = {
@@ -73,7 +84,19 @@ EMBEDDED = {
         licence="public GEO data; PerturBench repository BSD-3-Clause",
         filename="norman2019_subset.h5ad",
     ),
+    "mcfaline2023_subset": DatasetSpec(
+        "mcfaline2023_subset",
+        "embedded",
+        "McFaline-Figueroa 2023 CRISPRi in 3 glioblastoma lines (A172, T98G, U87MG), real subset: 2,586 cells x 500 genes, "
+        "9 kinase knock-downs in every line",
+        source="McFaline-Figueroa et al. 2023 (gene-by-environment CRISPRi screen, sci-Plex), cut by PerturBench (devel.h5ad)",
+        licence="public data; PerturBench repository BSD-3-Clause",
+        filename="mcfaline2023_subset.h5ad",
+    ),
 }
+
+#: How each embedded dataset is read.
+_EMBEDDED_LOADERS = {"norman2019_subset": _load_norman_subset, "mcfaline2023_subset": _load_mcfaline_subset}
 
 _DATAVERSE = "https://dataverse.harvard.edu/api/access/datafile/"
 
@@ -90,6 +113,9 @@ DOWNLOADS = {
             filename="norman.zip",
             member="norman/perturb_processed.h5ad",
             format="gears",
+            min_bytes=10_000_000,
+            min_cells=50_000,
+            min_genes=4_000,
         ),
         DatasetSpec(
             "norman2019_scfoundation",
@@ -100,6 +126,9 @@ DOWNLOADS = {
             url="https://figshare.com/ndownloader/files/44477939",
             filename="gse133344_k562gi_oe_pert227_84986_19264_withtotalcount.h5ad",
             format="gears",
+            min_bytes=10_000_000,
+            min_cells=50_000,
+            min_genes=15_000,
         ),
         DatasetSpec(
             "adamson2016",
@@ -111,6 +140,9 @@ DOWNLOADS = {
             filename="adamson.zip",
             member="adamson/perturb_processed.h5ad",
             format="gears",
+            min_bytes=10_000_000,
+            min_cells=40_000,
+            min_genes=4_000,
         ),
         DatasetSpec(
             "replogle2022_k562_essential",
@@ -122,6 +154,9 @@ DOWNLOADS = {
             filename="replogle_k562_essential.zip",
             member="replogle_k562_essential/perturb_processed.h5ad",
             format="gears",
+            min_bytes=10_000_000,
+            min_cells=100_000,
+            min_genes=4_000,
         ),
         DatasetSpec(
             "replogle2022_rpe1_essential",
@@ -133,6 +168,9 @@ DOWNLOADS = {
             filename="replogle_rpe1_essential.zip",
             member="replogle_rpe1_essential/perturb_processed.h5ad",
             format="gears",
+            min_bytes=10_000_000,
+            min_cells=100_000,
+            min_genes=4_000,
         ),
         DatasetSpec(
             "norman2019_scperturb",
@@ -143,6 +181,9 @@ DOWNLOADS = {
             url="https://zenodo.org/records/7041849/files/NormanWeissman2019_filtered.h5ad",
             filename="NormanWeissman2019_filtered.h5ad",
             format="scperturb",
+            min_bytes=10_000_000,
+            min_cells=80_000,
+            min_genes=20_000,
         ),
         DatasetSpec(
             "essential_pseudobulk",
@@ -153,142 +194,48 @@ DOWNLOADS = {
             url="https://huggingface.co/datasets/genbio-ai/foundation-models-perturbation/resolve/main/essential_pseudobulk_deltas_all_perts.h5ad",
             filename="essential_pseudobulk_deltas_all_perts.h5ad",
             format="essential_deltas",
+            min_bytes=1_000_000,
+            min_cells=1_000,
+            min_genes=5_000,
         ),
     ]
 }
+
+
+def _download_spec(name: str) -> DatasetSpec:
+    if name not in DOWNLOADS:
+        detail = ""
+        if name in EMBEDDED:
+            detail = " (it is shipped with the suite: load it by name, nothing to download)"
+        elif name in _presets():
+            detail = " (it is a simulated preset, generated on use: nothing to download)"
+        raise DataError(f"{name!r} is not a downloadable dataset{detail}; the downloadable ones are {', '.join(sorted(DOWNLOADS))}")
+    return DOWNLOADS[name]
+
+
+def fetch(name: str, progress: bool = True, force: bool = False) -> Path:
+    """Download a published dataset into the cache if needed, verify it, return its h5ad (:func:`helpers.data.download.fetch`).
+
+    ``force=True`` deletes the cached files and the recorded hashes first and downloads again
+    (``python -m helpers download NAME --force``).
+    """
+    return download.fetch(_download_spec(name), progress=progress, force=force)
+
+
+def forget(name: str) -> list[Path]:
+    """Delete a downloaded dataset's cached files and recorded hashes (``python -m helpers download NAME --forget``)."""
+    return download.forget(_download_spec(name))
+
+
+def is_cached(name: str) -> bool:
+    """Whether a downloadable dataset's file is in the cache."""
+    return download.is_cached(DOWNLOADS[name])
 
 
 def _presets() -> dict:
     from .simulate import PRESETS
 
     return PRESETS
-
-
-def cache_dir() -> Path:
-    """Folder where downloads are kept (``$PERTURB_DATA_CACHE`` or the user cache)."""
-    import pooch
-
-    return Path(os.environ.get(CACHE_ENV) or pooch.os_cache("perturbation-benchmarks"))
-
-
-def _hash_file(path: Path) -> str:
-    import pooch
-
-    return pooch.file_hash(str(path), alg="sha256")
-
-
-def _hash_record_path() -> Path:
-    return cache_dir() / "hashes.json"
-
-
-def _recorded_hashes() -> dict:
-    path = _hash_record_path()
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _record_hash(spec: DatasetSpec, digest: str, url: str) -> None:
-    records = _recorded_hashes()
-    records[spec.filename] = {"sha256": digest, "url": url, "dataset": spec.name, "recorded": _dt.date.today().isoformat()}
-    path = _hash_record_path()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(records, indent=2, sort_keys=True))
-    tmp.replace(path)
-
-
-def _url(spec: DatasetSpec) -> str:
-    mirror = os.environ.get(MIRROR_ENV)
-    return f"{mirror.rstrip('/')}/{spec.filename}" if mirror else spec.url
-
-
-def is_cached(name: str) -> bool:
-    """Whether a downloadable dataset's file is in the cache."""
-    spec = DOWNLOADS[name]
-    return (cache_dir() / spec.filename).exists()
-
-
-def _extract(archive: Path, member: str, target: Path) -> Path:
-    """Extract ``member`` of a zip or tar archive to ``target`` atomically."""
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                if member not in zf.namelist():
-                    raise DataError(f"{archive.name} has no member {member!r}; it holds {zf.namelist()[:10]}")
-                zf.extract(member, tmp)
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as tf:
-                if member not in tf.getnames():
-                    raise DataError(f"{archive.name} has no member {member!r}; it holds {tf.getnames()[:10]}")
-                tf.extract(member, tmp, filter="data")
-        else:
-            raise DataError(f"{archive} is neither a zip nor a tar archive; delete it and download again.")
-        shutil.move(str(Path(tmp) / member), target)
-    return target
-
-
-def fetch(name: str, progress: bool = True) -> Path:
-    """Download a dataset into the cache if needed, verify it, and return the path of its h5ad.
-
-    The first successful download records the file's SHA-256 in ``hashes.json``; later
-    calls verify the cached file against it (and a re-download against it too).
-
-    Raises
-    ------
-    DataError
-        If the server is unreachable, the checksum does not match, or the cached file
-        changed since it was recorded. Nothing partial is left in the cache.
-    """
-    import pooch
-    import requests
-
-    if name not in DOWNLOADS:
-        raise DataError(f"{name!r} is not a downloadable dataset; choose one of {sorted(DOWNLOADS)}")
-    spec = DOWNLOADS[name]
-    folder = cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / spec.filename
-    recorded = _recorded_hashes().get(spec.filename, {}).get("sha256")
-    expected = spec.sha256 or recorded
-    url = _url(spec)
-    if path.exists():
-        digest = _hash_file(path)
-        if expected and digest != expected:
-            raise DataError(
-                f"the cached file {path} does not match the SHA-256 recorded at its first download "
-                f"({expected[:12]}…, now {digest[:12]}…): it was modified or corrupted. Delete it and run "
-                f"`python -m helpers download {name}` again."
-            )
-    else:
-        pooch.get_logger().setLevel("WARNING")  # we record the hash ourselves; pooch's advice to pin it is noise
-        try:
-            pooch.retrieve(
-                url,
-                known_hash=f"sha256:{expected}" if expected else None,
-                fname=spec.filename,
-                path=folder,
-                progressbar=progress,
-                downloader=pooch.HTTPDownloader(progressbar=progress, timeout=60),
-            )
-        except requests.exceptions.RequestException as err:
-            raise DataError(
-                f"could not download {name} from {url} ({type(err).__name__}: {err}). This machine may have no "
-                f"internet access: download the file elsewhere and copy it to {path}, or set {MIRROR_ENV} to a "
-                "mirror that serves it."
-            ) from err
-        except ValueError as err:  # pooch's checksum mismatch
-            raise DataError(
-                f"the download of {name} from {url} does not match its expected SHA-256 ({expected}); it was "
-                f"discarded and nothing was kept in {folder}. The server may serve a changed or truncated file. "
-                f"Details: {err}"
-            ) from err
-        digest = _hash_file(path)
-        if not expected:
-            _record_hash(spec, digest, url)
-    if spec.member:
-        return _extract(path, spec.member, folder / spec.name / spec.member)
-    return path
 
 
 def list_datasets() -> pd.DataFrame:
@@ -309,7 +256,7 @@ def dataset_info(name: str) -> DatasetSpec | None:
     return EMBEDDED.get(name) or DOWNLOADS.get(name)
 
 
-def load_dataset(name_or_path: str | os.PathLike, **kwargs):
+def load_dataset(name_or_path: str | os.PathLike, backed: bool = False, **kwargs) -> AnnData:
     """Load a dataset by registry name or from an h5ad path, in canonical form.
 
     Parameters
@@ -318,13 +265,16 @@ def load_dataset(name_or_path: str | os.PathLike, **kwargs):
         A name from :func:`list_datasets` (``norman2019_subset``, a simulated preset such
         as ``norman_like``, or a downloadable dataset such as ``adamson2016``), or a path to
         an ``.h5ad`` file in any supported format (see :mod:`helpers.data.readers`).
+    backed
+        For a path to a canonical ``.h5ad``: open it from disk (:func:`helpers.data.streaming.open_screen`)
+        instead of reading the cell matrix; profiles are then computed by streaming blocks of cells.
     **kwargs
         For simulated presets: ``scale``, ``seed`` and parameter overrides. For files and
         downloads: reader options such as ``format=`` or ``batch_key=``.
     """
     key = str(name_or_path)
     if key in EMBEDDED:
-        return _load_norman_subset(**kwargs)
+        return _EMBEDDED_LOADERS[key](**kwargs)
     presets = _presets()
     if key in presets:
         return presets[key].generate(**kwargs)
@@ -333,7 +283,22 @@ def load_dataset(name_or_path: str | os.PathLike, **kwargs):
         path = fetch(key)
         return read_h5ad(path, format=spec.format, **{**spec.reader_kwargs, **kwargs})
     path = Path(key).expanduser()
+    if backed:
+        from .streaming import open_screen
+
+        if kwargs:
+            raise DataError(f"backed=True opens a canonical file as it is; reader options {sorted(kwargs)} do not apply.")
+        return open_screen(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not an .h5ad file; give the path of a screen's .h5ad file or a registry name.")
     if path.suffix == ".h5ad" or path.exists():
         return read_h5ad(path, **kwargs)
-    names = [spec for spec in list(EMBEDDED) + list(presets) + list(DOWNLOADS)]
-    raise DataError(f"unknown dataset {key!r}: not a registry name ({', '.join(names)}) and not an existing .h5ad file.")
+    import difflib
+
+    names = list(EMBEDDED) + list(presets) + list(DOWNLOADS)
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise DataError(
+        f"unknown dataset {key!r}{hint}: not a registry name ({', '.join(names)}; `python -m helpers datasets` lists them) "
+        "and not an existing .h5ad file."
+    )

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .go import GENE_GO_PATH, load_gene_go
+from ..data.annotations import GENE_GO_PATH, load_gene_go
 
 GeneGO = Mapping[str, Iterable[str]]
 
@@ -57,9 +57,7 @@ def genes_without_go(genes: Iterable[str], gene_go: GeneGO | None = None) -> lis
     return [g for g in _gene_list(genes) if not annotations.get(g)]
 
 
-def go_membership(
-    genes: Iterable[str], gene_go: GeneGO | None = None, min_genes_per_term: int = 1
-) -> tuple[sp.csr_matrix, pd.Index]:
+def go_membership(genes: Iterable[str], gene_go: GeneGO | None = None, min_genes_per_term: int = 1) -> tuple[sp.csr_matrix, pd.Index]:
     """Sparse genes x GO-terms membership matrix.
 
     ``M[i, t] = 1`` if gene ``genes[i]`` is annotated with term ``t``, else 0. Terms are

@@ -23,7 +23,7 @@ Modules: :mod:`.profile` (errors, PearsonΔ, R², DEG weights, cumulative error)
 :mod:`.genes` (top-20 DE gene sets), :mod:`.registry` (``METRICS``, ``evaluate``).
 """
 
-from ..data.canonical import DataError
+from ..errors import DataError
 from ._inputs import align
 from .calibration import DynamicRange, dynamic_range_fraction
 from .genes import DE_SOURCES, de_gene_sets
@@ -50,13 +50,14 @@ from .profile import (
 )
 from .ranking import (
     centroid_accuracy,
+    discrimination_chance,
     discrimination_score,
     discrimination_score_l1_vs_control,
     rank_cosine_delta_vs_control,
     rank_metric,
     rank_rmse,
 )
-from .reference import SystematicVariation, perturbed_mean, systematic_variation
+from .reference import References, SystematicVariation, perturbed_mean, systematic_variation, training_references
 from .registry import METRICS, MetricInfo, evaluate, metrics_table, summary
 
 __all__ = [
@@ -65,12 +66,14 @@ __all__ = [
     "DataError",
     "DynamicRange",
     "MetricInfo",
+    "References",
     "SystematicVariation",
     "align",
     "centroid_accuracy",
     "cumulative_l2",
     "de_gene_sets",
     "deg_weights",
+    "discrimination_chance",
     "discrimination_score",
     "discrimination_score_l1_vs_control",
     "dynamic_range_fraction",
@@ -86,6 +89,7 @@ __all__ = [
     "pearson_delta_vs_control",
     "pearson_delta_vs_perturbed_mean",
     "perturbed_mean",
+    "training_references",
     "published_rank_grid",
     "r2_delta",
     "r2_delta_vs_control",

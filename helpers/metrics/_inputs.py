@@ -10,18 +10,19 @@ then work on plain float64 numpy arrays.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from ..data.canonical import CONTROL, DataError
+from ..data.canonical import CONTROL
+from ..errors import DataError
 
 _SHOW = 5  # how many example names an error message lists
 
 
-def _examples(names) -> str:
+def _examples(names: Iterable[object]) -> str:
     names = list(names)
     shown = ", ".join(repr(str(n)) for n in names[:_SHOW])
     return shown + (f", ... ({len(names)} in total)" if len(names) > _SHOW else "")
@@ -47,7 +48,7 @@ class Aligned:
         return pd.Series(np.asarray(values, dtype=np.float64), index=self.perturbations.copy(), name=name)
 
 
-def _as_frame(x, what: str) -> pd.DataFrame:
+def _as_frame(x: object, what: str) -> pd.DataFrame:
     if not isinstance(x, pd.DataFrame):
         raise DataError(
             f"{what} must be a pandas DataFrame of perturbations x genes (index = perturbation names, "
@@ -189,11 +190,13 @@ def gene_table(table: pd.DataFrame, aligned: Aligned, what: str) -> np.ndarray:
     return _check_numeric(sub, what)
 
 
-def gene_set_mask(gene_sets, aligned: Aligned, what: str = "de_genes") -> np.ndarray:
+def gene_set_mask(
+    gene_sets: Mapping[str, Sequence[str]] | Sequence[str] | pd.Index | np.ndarray, aligned: Aligned, what: str = "de_genes"
+) -> np.ndarray:
     """Boolean perturbations x genes mask from per-perturbation gene lists (or one shared list).
 
     ``gene_sets`` is either a mapping perturbation -> list of genes (e.g. the output of
-    :func:`helpers.data.genesets.top_de_genes`) or one list of genes used for every
+    :func:`helpers.stats.de.top_de_genes`) or one list of genes used for every
     perturbation. Every evaluated perturbation needs an entry and every gene must be
     among the evaluated genes.
     """

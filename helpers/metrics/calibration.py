@@ -9,13 +9,27 @@ scores almost like the duplicate has DRF near 0 (or negative).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
+from scipy import optimize
 
-from ..data.canonical import DataError
+from ..errors import DataError
+from ..results import tidy
 from ._inputs import _examples
+from .genes import DEG_WEIGHTS, de_gene_sets
+from .profile import deg_weights, rmse
+from .registry import METRICS, evaluate
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from ..models.controls import CalibrationControls
+
+logger = logging.getLogger(__name__)
 
 #: Added to the denominators, as in the published code, so a zero range does not divide by 0.
 DRF_EPS = 1e-6
@@ -53,7 +67,7 @@ def dynamic_range_fraction(
     PearsonΔ-vs-perturbed-mean family) and the technical duplicate as positive control.
 
     Source: Miller et al. 2025 (bioRxiv 10.1101/2025.10.20.683304),
-    ``analyses/calibration/calibration_analysis.py`` (METHODS.md E.2).
+    ``analyses/calibration/calibration_analysis.py``.
 
     Parameters
     ----------
@@ -72,8 +86,6 @@ def dynamic_range_fraction(
         ``median``, ``values`` (Series named ``drf_{metric}``) and ``n_undefined``.
     """
     if metric is not None:
-        from .registry import METRICS
-
         if metric not in METRICS:
             raise DataError(f"unknown metric {metric!r}; known: {sorted(METRICS)}. Or pass higher_is_better= and perfect=.")
         info = METRICS[metric]
@@ -104,3 +116,219 @@ def dynamic_range_fraction(
     n_undefined = int(np.isnan(drf).sum())
     median = float(np.nanmedian(drf)) if n_undefined < drf.size else float("nan")
     return DynamicRange(median=median, values=values, n_undefined=n_undefined)
+
+
+def negative_control_of(metric: str) -> str:
+    """Negative control of a metric's dynamic range fraction (Miller et al.).
+
+    The mean baseline, except for PearsonΔ against the perturbed mean, where the mean
+    baseline's predicted change is exactly zero (Pearson undefined): there the control
+    ("no change") baseline is the negative control.
+    """
+    if metric.startswith("pearson_delta") and metric.endswith("_vs_perturbed_mean"):
+        return "no change"
+    return "mean (perturbations)"
+
+
+#: DRF cut-offs of this suite's calibration verdicts (Miller et al. show DRF distributions
+#: without a fixed cut-off): at least 0.5 = well calibrated, below 0.2 = poorly calibrated.
+WELL_CALIBRATED = 0.5
+
+
+POORLY_CALIBRATED = 0.2
+
+
+def verdict(drf: float) -> str:
+    """``well``, ``partly`` or ``poorly`` calibrated for a median DRF (NaN -> ``undefined``)."""
+    if not np.isfinite(drf):
+        return "undefined"
+    if drf >= WELL_CALIBRATED:
+        return "well"
+    if drf < POORLY_CALIBRATED:
+        return "poorly"
+    return "partly"
+
+
+def fraction_gap_closed(l2_model: ArrayLike, l2_wap: ArrayLike, l2_bap: ArrayLike) -> np.ndarray | float:
+    """``(L2_WAP − L2_model) / (L2_WAP − L2_BAP)``: 0 at the WAP, 1 at the BAP.
+
+    Negative for a model worse than the WAP; above 1 for a model better than the BAP (possible
+    because the bounds are estimates). NaN when the gap is not positive (no room to measure).
+    """
+    l2_model, l2_wap, l2_bap = (np.asarray(v, dtype=np.float64) for v in (l2_model, l2_wap, l2_bap))
+    gap = l2_wap - l2_bap
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(gap > 0, (l2_wap - l2_model) / np.where(gap > 0, gap, 1.0), np.nan)
+    return out if out.ndim else float(out)
+
+
+def calibration_results(
+    controls: CalibrationControls,
+    de_genes: Mapping[str, Sequence[str]] | None = None,
+    weights: str = "miller",
+    metrics: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Every metric of the four calibration controls, tidy (``model, perturbation, metric, value``).
+
+    ``controls`` is a :class:`helpers.models.controls.CalibrationControls`. The ground truth
+    is the first halves. DEG weights: ``weights="miller"`` uses ``controls.miller_t_scores``
+    (Miller et al.'s test against the rest), ``"control"`` the Welch t against control
+    (``controls.t_scores``). The top-20 DE genes are ``de_genes`` or, by default, each
+    perturbation's own top 20 on its first-half cells (GEARS style,
+    ``de_gene_sets(..., source="all")``); for the training-only choice pass
+    ``de_gene_sets(adata, perts, source="train", train_perturbations=split.train)``.
+    """
+    perts = list(controls.truth.index)
+    if weights not in DEG_WEIGHTS:
+        raise ValueError(f"weights must be one of {sorted(DEG_WEIGHTS)}, not {weights!r}")
+    needed = {k for m in (metrics or METRICS) if m in METRICS for k in METRICS[m].needs}
+    if de_genes is None and "de_genes" in needed:
+        de_genes = de_gene_sets(controls.halves.first, perts, source="all")
+    t = controls.miller_t_scores if weights == "miller" else controls.t_scores.where(np.isfinite(controls.t_scores), 0.0)
+    weight_table = deg_weights(t.loc[perts])
+    frames = []
+    for name, pred in controls.predictions.items():
+        table = evaluate(
+            pred, controls.truth, controls.control, controls.perturbed_mean, de_genes=de_genes, deg_weights=weight_table, metrics=metrics
+        )
+        frames.append(tidy(table, model=name))
+    return pd.concat(frames, ignore_index=True)
+
+
+def drf_table(results: pd.DataFrame, positives: Sequence[str] = ("technical duplicate", "interpolated duplicate")) -> pd.DataFrame:
+    """Median dynamic range fraction of every metric, for each positive control.
+
+    ``results`` are tidy rows ``model, perturbation, metric, value`` (optionally with
+    ``seed``; DRF is computed per perturbation and seed and the median taken over all),
+    holding the positive controls and the negative controls ``mean`` and ``no change``.
+    The negative control of each metric is :func:`negative_control_of`; direction and
+    perfect value come from :data:`helpers.metrics.METRICS`.
+
+    Returns
+    -------
+    DataFrame
+        Index ``metric``; columns ``reference``, ``higher_is_better``, ``negative_control``,
+        ``drf_<positive>`` (median), ``n_<positive>`` (defined values), and ``calibration``
+        (:func:`verdict` of the technical duplicate's DRF).
+    """
+    keys = [c for c in ("seed", "perturbation") if c in results.columns]
+    rows = []
+    for metric in [m for m in METRICS if m in set(results["metric"])]:
+        info = METRICS[metric]
+        neg_name = negative_control_of(metric)
+        sub = results[results["metric"] == metric]
+        wide = sub.pivot_table(index=keys, columns="model", values="value", aggfunc="first", dropna=False)
+        row = {
+            "metric": metric,
+            "reference": info.reference or "none",
+            "higher_is_better": info.higher_is_better,
+            "negative_control": neg_name,
+        }
+        for pos in positives:
+            if pos not in wide or neg_name not in wide:
+                raise DataError(f"drf_table needs rows of {pos!r} and {neg_name!r} for {metric}.")
+            idx = pd.Index(["|".join(map(str, k)) if isinstance(k, tuple) else str(k) for k in wide.index])
+            drf = dynamic_range_fraction(
+                pd.Series(wide[pos].to_numpy(), index=idx), pd.Series(wide[neg_name].to_numpy(), index=idx), metric
+            )
+            row[f"drf_{pos}"] = drf.median
+            row[f"n_{pos}"] = int(drf.values.notna().sum())
+        row["calibration"] = verdict(row[f"drf_{positives[0]}"])
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("metric")
+
+
+def noisy_duplicate(duplicate: pd.DataFrame, truth: pd.DataFrame, target_rmse: float, seed: int) -> tuple[pd.DataFrame, float]:
+    """A good prediction made worse with noise until its mean RMSE equals ``target_rmse``.
+
+    ``duplicate + σ Z`` with :math:`Z_{pg} \\sim N(0, 1)` (seeded) and :math:`\\sigma \\ge 0`
+    solved so that :math:`\\frac1N\\sum_p \\mathrm{RMSE}_p = ` ``target_rmse``. The noise is
+    independent of the perturbation, so the prediction still points at the right
+    perturbation: RMSE cannot tell it from a mode-collapsed prediction with the same RMSE,
+    ranking metrics can. If the duplicate's RMSE already exceeds the target, σ = 0.
+
+    Returns
+    -------
+    (prediction, sigma)
+    """
+    P = duplicate.reindex(index=truth.index, columns=truth.columns).to_numpy(dtype=np.float64)
+    T = truth.to_numpy(dtype=np.float64)
+    if not np.isfinite(P).all():
+        raise DataError("duplicate does not cover the perturbations and genes of truth.")
+    Z = np.random.default_rng(int(seed)).standard_normal(T.shape)
+    E = P - T
+
+    def mean_rmse(sigma: float) -> float:
+        return float(np.sqrt(((E + sigma * Z) ** 2).mean(axis=1)).mean())
+
+    if mean_rmse(0.0) >= target_rmse:
+        sigma = 0.0
+    else:
+        hi = max(target_rmse, 1e-12)
+        while mean_rmse(hi) < target_rmse:
+            hi *= 2.0
+        sigma = float(optimize.brentq(lambda s: mean_rmse(s) - target_rmse, 0.0, hi, xtol=1e-12, rtol=1e-12))
+    return pd.DataFrame(P + sigma * Z, index=truth.index.copy(), columns=truth.columns.copy()), sigma
+
+
+class RMSEMatched(NamedTuple):
+    """Result of :func:`rmse_matched_duplicate`."""
+
+    prediction: pd.DataFrame
+    method: str  # "noise", "shrinkage" or "none"
+    parameter: float  # σ of the noise, or the shrinkage factor λ
+    target: float  # mean RMSE of the collapsed prediction
+
+    def describe(self) -> str:
+        if self.method == "noise":
+            return f"the technical duplicate plus Gaussian noise of SD {self.parameter:.3g}"
+        if self.method == "shrinkage":
+            return (
+                f"the collapsed prediction plus {self.parameter:.2f} x (technical duplicate − collapsed prediction): "
+                "the duplicate is noisier than the collapsed prediction here, so it is shrunk towards it"
+            )
+        return "the technical duplicate unchanged (its RMSE could not be matched)"
+
+
+def _shrink_to_rmse(duplicate: np.ndarray, collapsed: np.ndarray, truth: np.ndarray, target: float) -> float | None:
+    """Largest λ in (0, 1] with mean RMSE of ``collapsed + λ (duplicate − collapsed)`` equal to ``target``."""
+    D = duplicate - collapsed
+    E = collapsed - truth
+
+    def excess(lam: float) -> float:
+        return float(np.sqrt(((E + lam * D) ** 2).mean(axis=1)).mean()) - target
+
+    best = optimize.minimize_scalar(excess, bounds=(0.0, 1.0), method="bounded", options={"xatol": 1e-10})
+    if excess(best.x) >= -1e-12 * max(target, 1e-300) or excess(1.0) < 0:
+        return None
+    return float(optimize.brentq(excess, best.x, 1.0, xtol=1e-12, rtol=1e-12))
+
+
+def rmse_matched_duplicate(duplicate: pd.DataFrame, collapsed: pd.DataFrame, truth: pd.DataFrame, seed: int) -> RMSEMatched:
+    """An informative prediction with the same mean RMSE as a collapsed one.
+
+    Target: :math:`\\frac1N\\sum_p \\mathrm{RMSE}_p` of ``collapsed``. If the technical
+    duplicate is closer than that, it is made worse with noise (:func:`noisy_duplicate`).
+    If it is farther (few cells per half: its sampling noise exceeds the collapsed
+    prediction's error), it is shrunk towards the collapsed prediction,
+    :math:`\\hat x = c + \\lambda (d - c)` with the largest :math:`\\lambda \\in (0, 1]` that
+    matches the target (RMSE is convex in :math:`\\lambda` and equals the target at 0). Either
+    way the result keeps the duplicate's perturbation-specific information.
+    """
+    target = float(rmse(collapsed, truth).mean())
+    if float(rmse(duplicate, truth).mean()) < target:
+        pred, sigma = noisy_duplicate(duplicate, truth, target, seed)
+        return RMSEMatched(pred, "noise", sigma, target)
+    cols, rows = truth.columns, truth.index
+    lam = _shrink_to_rmse(
+        duplicate.reindex(index=rows, columns=cols).to_numpy(dtype=np.float64),
+        collapsed.reindex(index=rows, columns=cols).to_numpy(dtype=np.float64),
+        truth.to_numpy(dtype=np.float64),
+        target,
+    )
+    if lam is None:
+        logger.warning("rmse_matched_duplicate: the duplicate cannot be brought to the collapsed prediction's RMSE.")
+        return RMSEMatched(duplicate.reindex(index=rows, columns=cols).copy(), "none", float("nan"), target)
+    c = collapsed.reindex(index=rows, columns=cols)
+    pred = c + lam * (duplicate.reindex(index=rows, columns=cols) - c)
+    return RMSEMatched(pred, "shrinkage", lam, target)

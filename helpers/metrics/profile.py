@@ -15,12 +15,12 @@ Notation: :math:`\\hat{x}_p` predicted and :math:`x_p` observed profile of pertu
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from ..data.canonical import DataError
+from ..errors import DataError
 from ._inputs import Aligned, _as_frame, _examples, align, gene_set_mask, gene_table
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,8 @@ def _reference_name(reference_name: str) -> str:
 # reference-free errors
 # ---------------------------------------------------------------------------------------
 
-def _squared_errors(pred, truth) -> tuple[Aligned, np.ndarray]:
+
+def _squared_errors(pred: pd.DataFrame, truth: pd.DataFrame) -> tuple[Aligned, np.ndarray]:
     a = align(pred, truth)
     return a, (a.P - a.T) ** 2
 
@@ -58,7 +59,7 @@ def l2(pred: pd.DataFrame, truth: pd.DataFrame) -> pd.Series:
     number of genes (compare only on one gene set).
 
     Source: Ahlmann-Eltze, Huber & Anders, Nature Methods 2025 ("prediction error", computed
-    on the 1,000 genes most expressed in control; METHODS.md A.4).
+    on the 1,000 genes most expressed in control).
     """
     a, se = _squared_errors(pred, truth)
     return a.series(np.sqrt(se.sum(axis=1)), "l2")
@@ -67,8 +68,8 @@ def l2(pred: pd.DataFrame, truth: pd.DataFrame) -> pd.Series:
 def mse(pred: pd.DataFrame, truth: pd.DataFrame) -> pd.Series:
     """Mean squared error over genes: :math:`\\frac{1}{G} \\sum_g (\\hat{x}_{pg} - x_{pg})^2`.
 
-    Reference-free. Lower is better, perfect 0. Source: GEARS / Systema ``mse_all``
-    (METHODS.md B.4), cell-eval ``mse`` (F), Miller et al. ``mse`` (E.2).
+    Reference-free. Lower is better, perfect 0. Source: GEARS / Systema ``mse_all``,
+    cell-eval ``mse``, Miller et al. ``mse``.
     """
     a, se = _squared_errors(pred, truth)
     return a.series(se.mean(axis=1), "mse")
@@ -77,8 +78,8 @@ def mse(pred: pd.DataFrame, truth: pd.DataFrame) -> pd.Series:
 def rmse(pred: pd.DataFrame, truth: pd.DataFrame) -> pd.Series:
     """Root mean squared error over genes: :math:`\\sqrt{\\frac{1}{G} \\sum_g (\\hat{x}_{pg} - x_{pg})^2}`.
 
-    Reference-free. Lower is better, perfect 0. Source: Systema ``rmse_*`` (METHODS.md
-    B.4), PerturBench ``rmse_average`` (C.4).
+    Reference-free. Lower is better, perfect 0. Source: Systema ``rmse_*``,
+    PerturBench ``rmse_average``.
     """
     a, se = _squared_errors(pred, truth)
     return a.series(np.sqrt(se.mean(axis=1)), "rmse")
@@ -88,7 +89,7 @@ def mae(pred: pd.DataFrame, truth: pd.DataFrame) -> pd.Series:
     """Mean absolute error over genes: :math:`\\frac{1}{G} \\sum_g |\\hat{x}_{pg} - x_{pg}|`.
 
     Reference-free. Lower is better, perfect 0. Source: cell-eval ``mae`` on
-    pseudobulk means (METHODS.md F; part of the Virtual Cell Challenge score).
+    pseudobulk means (part of the Virtual Cell Challenge score).
     """
     a = align(pred, truth)
     return a.series(np.abs(a.P - a.T).mean(axis=1), "mae")
@@ -97,6 +98,7 @@ def mae(pred: pd.DataFrame, truth: pd.DataFrame) -> pd.Series:
 # ---------------------------------------------------------------------------------------
 # DEG weights (Miller et al.)
 # ---------------------------------------------------------------------------------------
+
 
 def deg_weights(t_scores: pd.DataFrame) -> pd.DataFrame:
     """Per-gene weights from differential-expression t statistics (Miller et al.).
@@ -113,7 +115,7 @@ def deg_weights(t_scores: pd.DataFrame) -> pd.DataFrame:
     Source: Miller et al. 2025 (bioRxiv 10.1101/2025.10.20.683304),
     ``cellsimbench/core/data_manager.py``; their t statistics come from
     ``scanpy.tl.rank_genes_groups(method='t-test_overestim_var', reference='rest')`` on the
-    ground-truth cells (METHODS.md E.2). :func:`helpers.data.genesets.de_scores` (Welch t vs
+    ground-truth cells. :func:`helpers.stats.de.de_scores` (Welch t vs
     control) is the suite's default source of t statistics.
 
     Parameters
@@ -167,7 +169,7 @@ def weighted_mse(pred: pd.DataFrame, truth: pd.DataFrame, weights: pd.DataFrame)
     with :math:`w` from :func:`deg_weights`. Reference-free. Lower is better, perfect 0.
     NaN when all weights of a perturbation are 0.
 
-    Source: Miller et al. 2025, ``cellsimbench/core/metrics_engine.py`` (METHODS.md E.2).
+    Source: Miller et al. 2025, ``cellsimbench/core/metrics_engine.py``.
     """
     a = align(pred, truth)
     W = _weights(weights, a)
@@ -181,6 +183,7 @@ def weighted_mse(pred: pd.DataFrame, truth: pd.DataFrame, weights: pd.DataFrame)
 # ---------------------------------------------------------------------------------------
 # PearsonΔ
 # ---------------------------------------------------------------------------------------
+
 
 def _masked_pearson(X: np.ndarray, Y: np.ndarray, M: np.ndarray | None, scale: np.ndarray) -> np.ndarray:
     """Row-wise Pearson correlation of X and Y over the genes where M is True.
@@ -239,7 +242,7 @@ def pearson_delta(
       screen has strong systematic variation (Systema); ``"perturbed_mean"`` removes it.
 
     Sources: GEARS ``pearson_delta`` and Systema ``corr_all``/``corr_20de`` (control) and
-    ``corr_all_allpert``/``corr_20de_allpert`` (perturbed mean), METHODS.md B.4; Ahlmann-Eltze
+    ``corr_all_allpert``/``corr_20de_allpert`` (perturbed mean); Ahlmann-Eltze
     et al. "Pearson delta" (A.4); Miller et al. ``pearson_deltactrl``/``pearson_deltapert`` (E.2);
     cell-eval ``pearson_delta`` (F).
 
@@ -270,7 +273,7 @@ def pearson_delta(
     return a.series(r, label)
 
 
-def _check_de20(de_genes) -> None:
+def _check_de20(de_genes: Mapping[str, Sequence[str]] | Sequence[str]) -> None:
     sizes = [len(v) for v in de_genes.values()] if isinstance(de_genes, Mapping) else [len(de_genes)]
     if max(sizes, default=0) > 20:
         raise DataError(
@@ -280,17 +283,19 @@ def _check_de20(de_genes) -> None:
         )
 
 
-def pearson_delta_vs_control(pred, truth, control) -> pd.Series:
+def pearson_delta_vs_control(pred: pd.DataFrame, truth: pd.DataFrame, control: pd.Series) -> pd.Series:
     """PearsonΔ against the control profile over all genes; see :func:`pearson_delta`."""
     return pearson_delta(pred, truth, control, "control")
 
 
-def pearson_delta_vs_perturbed_mean(pred, truth, perturbed_mean) -> pd.Series:
+def pearson_delta_vs_perturbed_mean(pred: pd.DataFrame, truth: pd.DataFrame, perturbed_mean: pd.Series) -> pd.Series:
     """PearsonΔ against the perturbed mean over all genes; see :func:`pearson_delta`."""
     return pearson_delta(pred, truth, perturbed_mean, "perturbed_mean")
 
 
-def pearson_delta_de20_vs_control(pred, truth, control, de_genes) -> pd.Series:
+def pearson_delta_de20_vs_control(
+    pred: pd.DataFrame, truth: pd.DataFrame, control: pd.Series, de_genes: Mapping[str, Sequence[str]] | Sequence[str]
+) -> pd.Series:
     """PearsonΔ against control over each perturbation's top-20 DE genes; see :func:`pearson_delta`.
 
     ``de_genes``: dict perturbation -> at most 20 genes, or one list (see
@@ -300,7 +305,9 @@ def pearson_delta_de20_vs_control(pred, truth, control, de_genes) -> pd.Series:
     return pearson_delta(pred, truth, control, "control", gene_sets=de_genes)
 
 
-def pearson_delta_de20_vs_perturbed_mean(pred, truth, perturbed_mean, de_genes) -> pd.Series:
+def pearson_delta_de20_vs_perturbed_mean(
+    pred: pd.DataFrame, truth: pd.DataFrame, perturbed_mean: pd.Series, de_genes: Mapping[str, Sequence[str]] | Sequence[str]
+) -> pd.Series:
     """PearsonΔ against the perturbed mean over the top-20 DE genes; see :func:`pearson_delta`."""
     _check_de20(de_genes)
     return pearson_delta(pred, truth, perturbed_mean, "perturbed_mean", gene_sets=de_genes)
@@ -309,6 +316,7 @@ def pearson_delta_de20_vs_perturbed_mean(pred, truth, perturbed_mean, de_genes) 
 # ---------------------------------------------------------------------------------------
 # R² of the change
 # ---------------------------------------------------------------------------------------
+
 
 def _r2_rows(a: Aligned, ref: np.ndarray, W: np.ndarray | None) -> np.ndarray:
     """Row-wise sklearn ``r2_score(Δtrue, Δpred, sample_weight=w)``, NaN when undefined."""
@@ -328,7 +336,9 @@ def _r2_rows(a: Aligned, ref: np.ndarray, W: np.ndarray | None) -> np.ndarray:
     return r2
 
 
-def r2_delta(pred, truth, reference, reference_name: str = "control", weights: pd.DataFrame | None = None) -> pd.Series:
+def r2_delta(
+    pred: pd.DataFrame, truth: pd.DataFrame, reference: pd.Series, reference_name: str = "control", weights: pd.DataFrame | None = None
+) -> pd.Series:
     """Coefficient of determination of the change from a reference, optionally DEG-weighted.
 
     .. math::
@@ -345,7 +355,7 @@ def r2_delta(pred, truth, reference, reference_name: str = "control", weights: p
 
     Sources: Miller et al. 2025 ``r2_deltactrl``, ``weighted_r2_deltactrl``, ``r2_deltapert``
     and ``weighted_r2_deltapert``; the weighted R² against the perturbed mean is their
-    recommended well-calibrated metric (METHODS.md E.2).
+    recommended well-calibrated metric.
 
     Returns
     -------
@@ -359,22 +369,24 @@ def r2_delta(pred, truth, reference, reference_name: str = "control", weights: p
     return a.series(_r2_rows(a, a.refs[name], W), label)
 
 
-def r2_delta_vs_control(pred, truth, control) -> pd.Series:
+def r2_delta_vs_control(pred: pd.DataFrame, truth: pd.DataFrame, control: pd.Series) -> pd.Series:
     """Unweighted R² of the change from control; see :func:`r2_delta`."""
     return r2_delta(pred, truth, control, "control")
 
 
-def r2_delta_vs_perturbed_mean(pred, truth, perturbed_mean) -> pd.Series:
+def r2_delta_vs_perturbed_mean(pred: pd.DataFrame, truth: pd.DataFrame, perturbed_mean: pd.Series) -> pd.Series:
     """Unweighted R² of the change from the perturbed mean; see :func:`r2_delta`."""
     return r2_delta(pred, truth, perturbed_mean, "perturbed_mean")
 
 
-def weighted_r2_delta_vs_control(pred, truth, control, weights) -> pd.Series:
+def weighted_r2_delta_vs_control(pred: pd.DataFrame, truth: pd.DataFrame, control: pd.Series, weights: pd.DataFrame) -> pd.Series:
     """DEG-weighted R² of the change from control; see :func:`r2_delta` and :func:`deg_weights`."""
     return r2_delta(pred, truth, control, "control", weights=weights)
 
 
-def weighted_r2_delta_vs_perturbed_mean(pred, truth, perturbed_mean, weights) -> pd.Series:
+def weighted_r2_delta_vs_perturbed_mean(
+    pred: pd.DataFrame, truth: pd.DataFrame, perturbed_mean: pd.Series, weights: pd.DataFrame
+) -> pd.Series:
     """DEG-weighted R² of the change from the perturbed mean (Miller et al.'s recommended metric)."""
     return r2_delta(pred, truth, perturbed_mean, "perturbed_mean", weights=weights)
 
@@ -382,6 +394,7 @@ def weighted_r2_delta_vs_perturbed_mean(pred, truth, perturbed_mean, weights) ->
 # ---------------------------------------------------------------------------------------
 # error as a function of the number of genes (Ahlmann-Eltze et al. Fig. 1B)
 # ---------------------------------------------------------------------------------------
+
 
 def published_rank_grid(n_genes: int) -> np.ndarray:
     """Gene counts at which Ahlmann-Eltze et al. report the cumulative error.
@@ -414,7 +427,7 @@ def cumulative_l2(
     pred: pd.DataFrame,
     truth: pd.DataFrame,
     gene_order: Sequence[str] | Mapping[str, Sequence[str]],
-    ranks: Sequence[int] | None = None,
+    ranks: Sequence[int] | np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Prediction error as genes are added one by one (Ahlmann-Eltze et al. Fig. 1B).
 
@@ -442,7 +455,7 @@ def cumulative_l2(
     a = align(pred, truth)
     col = pd.Series(np.arange(len(a.genes)), index=a.genes)
 
-    def positions(genes, who):
+    def positions(genes: Iterable[str], who: str) -> np.ndarray:
         genes = list(genes)
         unknown = [g for g in genes if g not in col.index]
         if unknown:
@@ -457,9 +470,7 @@ def cumulative_l2(
             raise DataError(f"gene_order has no entry for {len(missing)} perturbations ({_examples(missing)}).")
         idx = [positions(gene_order[p], f"[{p!r}]") for p in a.perturbations]
         if len({len(i) for i in idx}) != 1:
-            raise DataError(
-                "the per-perturbation gene orders have different lengths; give every perturbation the same number of genes."
-            )
+            raise DataError("the per-perturbation gene orders have different lengths; give every perturbation the same number of genes.")
         idx = np.vstack(idx)
     else:
         idx = np.broadcast_to(positions(gene_order, ""), (len(a.perturbations), len(gene_order)))

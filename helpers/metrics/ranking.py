@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import cdist
 
-from ..data.canonical import DataError, target_genes
+from ..data.canonical import target_genes
+from ..errors import DataError
 from ._inputs import Aligned, _as_frame, _check_numeric, _examples, align
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ def _need_two(a_n: int, metric: str) -> bool:
 # centroid accuracy (Systema)
 # ---------------------------------------------------------------------------------------
 
+
 def centroid_accuracy(
     pred: pd.DataFrame,
     truth: pd.DataFrame,
@@ -97,7 +99,7 @@ def centroid_accuracy(
     ``ties="strict"`` counts only strictly farther profiles, reproducing Systema's code
     (``centroid_accuracy.py``, which has no tie handling) — there a tie counts as a failure.
 
-    Source: Viñas Torné et al., Nature Biotechnology 2025 (Systema), METHODS.md B.4; Miller
+    Source: Viñas Torné et al., Nature Biotechnology 2025 (Systema); Miller
     et al. 2025 "nir" (E.2). The prediction is the anchor; PerturBench's rank metric
     (:func:`rank_metric`) anchors on the observed profile instead.
 
@@ -145,6 +147,7 @@ def centroid_accuracy(
 # PerturBench rank metric
 # ---------------------------------------------------------------------------------------
 
+
 def rank_metric(pred: pd.DataFrame, truth: pd.DataFrame, distance: str = "rmse", control: pd.Series | None = None) -> pd.Series:
     """PerturBench's rank metric: where the matching prediction ranks among all predictions.
 
@@ -174,7 +177,7 @@ def rank_metric(pred: pd.DataFrame, truth: pd.DataFrame, distance: str = "rmse",
       counted as 0 (no similarity); a perturbation whose observed change is zero gets NaN.
 
     Source: Wu et al., PerturBench (arXiv 2408.10609),
-    ``analysis/benchmarks/metrics.py::rank_helper`` (METHODS.md C.4).
+    ``analysis/benchmarks/metrics.py::rank_helper``.
 
     Returns
     -------
@@ -230,6 +233,7 @@ def rank_cosine_delta_vs_control(pred: pd.DataFrame, truth: pd.DataFrame, contro
 # cell-eval discrimination score (PDS)
 # ---------------------------------------------------------------------------------------
 
+
 def _target_slots(a: Aligned) -> list[tuple[np.ndarray, np.ndarray]]:
     """Target-gene columns of each perturbation, as (rows, gene columns) per target slot.
 
@@ -266,9 +270,15 @@ def discrimination_score(
         \\qquad PDS_p = 1 - \\frac{rank_p}{N}
 
     The rank starts at 0 (cell-eval takes the position in ``np.argsort``), and the divisor is
-    :math:`N` (the number of perturbations), not :math:`N-1`: perfect = 1, worst = :math:`1/N`,
-    random ≈ :math:`0.5 + 1/(2N)`. Higher is better. cell-eval breaks ties by sort order;
-    here ties get the average rank.
+    :math:`N` (the number of perturbations), not :math:`N-1`: perfect = 1, worst = :math:`1/N`.
+    Higher is better. cell-eval breaks ties by sort order; here ties get the average rank.
+
+    **Chance level.** Without target exclusion a random prediction scores about
+    :math:`0.5 + 1/(2N)`. With the target genes measured and excluded, it scores *higher*: the
+    own observed change loses its largest component (the knocked-down gene) while every other
+    candidate keeps its own, so the own truth is closer to an uninformative prediction than the
+    others are. The chance level then depends on the data: compute it by permutation with
+    :func:`discrimination_chance`.
 
     Target genes: for ``"A+B"`` both A and B are left out; targets that are not measured
     are simply absent. Excluding them matters because a knock-down's own gene changes
@@ -280,8 +290,8 @@ def discrimination_score(
     can be gamed; issues #196, #183). With one shared control, L1 and L2 distances of the
     changes equal those of the profiles; the cosine variant depends on the control.
 
-    Source: Arc Institute cell-eval v0.8.1, ``metrics/_anndata.py::discrimination_score``
-    (METHODS.md F); ``discrimination_score_l1`` is part of the Virtual Cell Challenge score.
+    Source: Arc Institute cell-eval v0.8.1, ``metrics/_anndata.py::discrimination_score``;
+    ``discrimination_score_l1`` is part of the Virtual Cell Challenge score.
 
     Parameters
     ----------
@@ -347,6 +357,50 @@ def discrimination_score(
         closer, tied = _closer_and_tied(score, rows, atol, lower_is_closer=lower)
         out[rows] = 1.0 - (closer + 0.5 * tied) / n
     return a.series(out, name)
+
+
+def discrimination_chance(
+    truth: pd.DataFrame,
+    control: pd.Series,
+    predictions: pd.DataFrame | None = None,
+    distance: str = "l1",
+    exclude_targets: bool = True,
+    n_permutations: int = 20,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Chance level of :func:`discrimination_score` on these data, by permutation.
+
+    The score of predictions that carry no information about *which* perturbation they are for:
+    ``predictions`` (default: the observed profiles themselves) with their labels deranged (random
+    permutations without fixed points, seeded ``numpy.random.default_rng(seed)``),
+    :math:`\\hat x_p = y_{\\sigma(p)}`, :math:`\\sigma(p) \\ne p`. The chance level is the mean PDS over
+    perturbations and ``n_permutations`` derangements. For a mode-collapsed prediction (one profile
+    for all) every derangement gives the same score, its own. With the target genes measured and
+    excluded the level lies above the :math:`0.5 + 1/(2N)` of random ranks (for a collapsed
+    prediction up to 1: the own truth, without its knocked-down gene, is the closest to it).
+
+    Returns
+    -------
+    (chance, standard error over the permutations)
+    """
+    n = len(truth)
+    if n < 2:
+        raise ValueError("the chance level of a discrimination score needs at least two perturbations")
+    source = truth if predictions is None else predictions.reindex(index=truth.index, columns=truth.columns)
+    if not np.isfinite(source.to_numpy(dtype=float)).all():
+        raise ValueError("predictions must cover every perturbation and gene of truth")
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_permutations):
+        while True:
+            order = rng.permutation(n)
+            if not (order == np.arange(n)).any():
+                break
+        pred = pd.DataFrame(source.to_numpy()[order], index=truth.index, columns=truth.columns)
+        values.append(float(np.nanmean(discrimination_score(pred, truth, control, distance, exclude_targets).to_numpy())))
+    values = np.asarray(values)
+    se = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+    return float(values.mean()), se
 
 
 def discrimination_score_l1_vs_control(pred: pd.DataFrame, truth: pd.DataFrame, control: pd.Series) -> pd.Series:

@@ -10,13 +10,19 @@
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from ..data.canonical import CONTROL, DataError
+from ..data.canonical import CONTROL
+from ..data.pseudobulk import pseudobulk
+from ..errors import DataError
 from ._inputs import _as_frame, _check_numeric, _examples
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +112,7 @@ def systematic_variation(changes: pd.DataFrame) -> SystematicVariation:
 
     Source: Viñas Torné et al., Nature Biotechnology 2025 (Systema),
     ``compute_shift_similarities`` in github.com/mlbio-epfl/systema. Reported values:
-    Adamson ≈0.76, Norman ≈0.50, Replogle K562 ≈0.32, RPE1 ≈0.56 (METHODS.md B.5).
+    Adamson ≈0.76, Norman ≈0.50, Replogle K562 ≈0.32, RPE1 ≈0.56.
 
     Parameters
     ----------
@@ -124,10 +130,7 @@ def systematic_variation(changes: pd.DataFrame) -> SystematicVariation:
     """
     frame = _as_frame(changes, "changes")
     if CONTROL in frame.index:
-        raise DataError(
-            f"changes has a {CONTROL!r} row: pass the changes from control (helpers.data.changes(adata)), "
-            "not the profiles."
-        )
+        raise DataError(f"changes has a {CONTROL!r} row: pass the changes from control (helpers.data.changes(adata)), not the profiles.")
     if frame.shape[0] == 0:
         raise DataError("changes holds no perturbations.")
     D = _check_numeric(frame, "changes")
@@ -137,10 +140,55 @@ def systematic_variation(changes: pd.DataFrame) -> SystematicVariation:
         raise DataError("every change is zero (or the mean change is zero): systematic variation is undefined.")
     if undefined.any():
         logger.warning(
-            "systematic_variation: %d perturbations have no change from control (%s); their cosine is "
-            "undefined and left out of the score.",
+            "systematic_variation: %d perturbations have no change from control (%s); their cosine is undefined and left out of the score.",
             undefined.sum(),
             _examples(frame.index[undefined]),
         )
     cosines = pd.Series(cos, index=frame.index.copy(), name="systematic_variation_cosine")
     return SystematicVariation(score=float(np.nanmean(cos)), cosines=cosines)
+
+
+@dataclass
+class References:
+    """Reference profiles computed on the training split (Systema computes them per seed).
+
+    ``control``: mean of the control cells; ``perturbed_mean``: average of the training
+    perturbations' centroids (Systema's ``pert_mean``, perturbation-weighted);
+    ``cell_weighted_mean``: mean of all perturbed training cells (what Systema's
+    non-control-mean baseline predicts); ``train_profiles`` and ``n_cells`` per training
+    perturbation.
+    """
+
+    control: pd.Series
+    perturbed_mean: pd.Series
+    cell_weighted_mean: pd.Series
+    train_profiles: pd.DataFrame
+    n_cells: pd.Series
+
+
+def training_references(train: AnnData) -> References:
+    """Control mean, perturbed mean and cell-weighted perturbed mean of the training data.
+
+    ``train``: the training cells (control included) or their pseudobulk.
+
+    .. math::
+
+        \\bar x_{pert} = \\frac{1}{|T|}\\sum_{p \\in T} \\bar x_p, \\qquad
+        \\bar x_{cells} = \\frac{\\sum_{p \\in T} n_p \\bar x_p}{\\sum_{p \\in T} n_p}
+    """
+    pb = pseudobulk(train)
+    table = pd.DataFrame(pb.X, index=pb.obs_names.copy(), columns=pb.var_names.copy())
+    if CONTROL not in table.index:
+        raise DataError("the training split has no control cells.")
+    perts = table.drop(index=CONTROL)
+    if perts.empty:
+        raise DataError("the training split has no perturbations.")
+    n = pb.obs["n_cells"].drop(index=CONTROL).astype(float)
+    w = n.reindex(perts.index).to_numpy()
+    return References(
+        control=table.loc[CONTROL].rename("control"),
+        perturbed_mean=pd.Series(perts.to_numpy().mean(axis=0), index=perts.columns.copy(), name="perturbed_mean"),
+        cell_weighted_mean=pd.Series(w @ perts.to_numpy() / w.sum(), index=perts.columns.copy(), name="cell_weighted_mean"),
+        train_profiles=perts,
+        n_cells=n,
+    )

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from ..data.canonical import DataError
-from . import profile, ranking
+from ..errors import DataError
+from . import perturbench, profile, ranking
 from ._inputs import align
 
 logger = logging.getLogger(__name__)
@@ -37,57 +37,296 @@ class MetricInfo:
     chance: float | None = None
 
 
-def _m(name, description, reference, higher, perfect, needs, source, function, chance=None):
+def _m(
+    name: str,
+    description: str,
+    reference: str | None,
+    higher: bool,
+    perfect: float,
+    needs: Iterable[str],
+    source: str,
+    function: Callable[..., pd.Series],
+    chance: float | None = None,
+) -> tuple[str, MetricInfo]:
     return name, MetricInfo(name, description, reference, higher, perfect, tuple(needs), source, function, chance)
 
 
 #: Every metric of the suite by column name, in the default order of :func:`evaluate`.
 METRICS: dict[str, MetricInfo] = dict(
     [
-        _m("l2", "Euclidean distance between predicted and observed profile, sqrt of the summed squared error over genes",
-           None, False, 0.0, (), "Ahlmann-Eltze et al. 2025 (main metric)", profile.l2),
+        _m(
+            "l2",
+            "Euclidean distance between predicted and observed profile, sqrt of the summed squared error over genes",
+            None,
+            False,
+            0.0,
+            (),
+            "Ahlmann-Eltze et al. 2025 (main metric)",
+            profile.l2,
+        ),
         _m("mse", "mean squared error over genes", None, False, 0.0, (), "GEARS; Systema mse_all; cell-eval", profile.mse),
         _m("rmse", "root mean squared error over genes", None, False, 0.0, (), "Systema; PerturBench rmse_average", profile.rmse),
         _m("mae", "mean absolute error over genes", None, False, 0.0, (), "cell-eval mae (Virtual Cell Challenge)", profile.mae),
-        _m("pearson_delta_vs_control", "Pearson correlation of predicted and observed change from the control mean, all genes",
-           "control", True, 1.0, ("control",), "GEARS pearson_delta; Systema corr_all; Ahlmann-Eltze et al.",
-           profile.pearson_delta_vs_control),
-        _m("pearson_delta_vs_perturbed_mean",
-           "Pearson correlation of predicted and observed change from the mean of the training perturbations, all genes",
-           "perturbed_mean", True, 1.0, ("perturbed_mean",), "Systema corr_all_allpert; Miller et al. pearson_deltapert",
-           profile.pearson_delta_vs_perturbed_mean),
-        _m("pearson_delta_de20_vs_control", "PearsonΔ from the control mean over the top-20 DE genes",
-           "control", True, 1.0, ("control", "de_genes"), "GEARS pearson_delta_de; Systema corr_20de",
-           profile.pearson_delta_de20_vs_control),
-        _m("pearson_delta_de20_vs_perturbed_mean", "PearsonΔ from the perturbed mean over the top-20 DE genes",
-           "perturbed_mean", True, 1.0, ("perturbed_mean", "de_genes"), "Systema corr_20de_allpert",
-           profile.pearson_delta_de20_vs_perturbed_mean),
-        _m("r2_delta_vs_control", "R² (sklearn r2_score) of the observed change from control explained by the predicted one",
-           "control", True, 1.0, ("control",), "Miller et al. r2_deltactrl", profile.r2_delta_vs_control),
-        _m("r2_delta_vs_perturbed_mean", "R² of the observed change from the perturbed mean explained by the predicted one",
-           "perturbed_mean", True, 1.0, ("perturbed_mean",), "Miller et al. r2_deltapert", profile.r2_delta_vs_perturbed_mean),
-        _m("weighted_mse", "mean squared error with genes weighted by their squared, min-max scaled |t| (DEG weights)",
-           None, False, 0.0, ("deg_weights",), "Miller et al. wmse", profile.weighted_mse),
-        _m("weighted_r2_delta_vs_control", "DEG-weighted R² of the change from control",
-           "control", True, 1.0, ("control", "deg_weights"), "Miller et al. weighted_r2_deltactrl",
-           profile.weighted_r2_delta_vs_control),
-        _m("weighted_r2_delta_vs_perturbed_mean",
-           "DEG-weighted R² of the change from the perturbed mean (recommended by Miller et al.)",
-           "perturbed_mean", True, 1.0, ("perturbed_mean", "deg_weights"), "Miller et al. weighted_r2_deltapert",
-           profile.weighted_r2_delta_vs_perturbed_mean),
-        _m("centroid_accuracy", "fraction of other observed profiles farther from the prediction than its own (ties count 1/2)",
-           None, True, 1.0, (), "Systema centroid accuracy; Miller et al. nir", ranking.centroid_accuracy, 0.5),
-        _m("rank_rmse", "rank of the matching prediction among all predictions by RMSE to the observed profile, /(N−1)",
-           None, False, 0.0, (), "PerturBench rmse_rank_average", ranking.rank_rmse, 0.5),
-        _m("rank_cosine_delta_vs_control",
-           "rank of the matching prediction among all predictions by cosine similarity of changes from control, /(N−1)",
-           "control", False, 0.0, ("control",), "PerturBench cosine_rank_logfc (on Δ)", ranking.rank_cosine_delta_vs_control, 0.5),
-        _m("discrimination_score_l1_vs_control",
-           "1 − rank/N of the observed change closest (L1, target genes excluded) to the predicted change",
-           "control", True, 1.0, ("control",), "cell-eval discrimination_score_l1 (PDS)",
-           ranking.discrimination_score_l1_vs_control, 0.5),
+        _m(
+            "pearson_delta_vs_control",
+            "Pearson correlation of predicted and observed change from the control mean, all genes",
+            "control",
+            True,
+            1.0,
+            ("control",),
+            "GEARS pearson_delta; Systema corr_all; Ahlmann-Eltze et al.",
+            profile.pearson_delta_vs_control,
+        ),
+        _m(
+            "pearson_delta_vs_perturbed_mean",
+            "Pearson correlation of predicted and observed change from the mean of the training perturbations, all genes",
+            "perturbed_mean",
+            True,
+            1.0,
+            ("perturbed_mean",),
+            "Systema corr_all_allpert; Miller et al. pearson_deltapert",
+            profile.pearson_delta_vs_perturbed_mean,
+        ),
+        _m(
+            "pearson_delta_de20_vs_control",
+            "PearsonΔ from the control mean over the top-20 DE genes",
+            "control",
+            True,
+            1.0,
+            ("control", "de_genes"),
+            "GEARS pearson_delta_de; Systema corr_20de",
+            profile.pearson_delta_de20_vs_control,
+        ),
+        _m(
+            "pearson_delta_de20_vs_perturbed_mean",
+            "PearsonΔ from the perturbed mean over the top-20 DE genes",
+            "perturbed_mean",
+            True,
+            1.0,
+            ("perturbed_mean", "de_genes"),
+            "Systema corr_20de_allpert",
+            profile.pearson_delta_de20_vs_perturbed_mean,
+        ),
+        _m(
+            "r2_delta_vs_control",
+            "R² (sklearn r2_score) of the observed change from control explained by the predicted one",
+            "control",
+            True,
+            1.0,
+            ("control",),
+            "Miller et al. r2_deltactrl",
+            profile.r2_delta_vs_control,
+        ),
+        _m(
+            "r2_delta_vs_perturbed_mean",
+            "R² of the observed change from the perturbed mean explained by the predicted one",
+            "perturbed_mean",
+            True,
+            1.0,
+            ("perturbed_mean",),
+            "Miller et al. r2_deltapert",
+            profile.r2_delta_vs_perturbed_mean,
+        ),
+        _m(
+            "weighted_mse",
+            "mean squared error with genes weighted by their squared, min-max scaled |t| (DEG weights)",
+            None,
+            False,
+            0.0,
+            ("deg_weights",),
+            "Miller et al. wmse",
+            profile.weighted_mse,
+        ),
+        _m(
+            "weighted_r2_delta_vs_control",
+            "DEG-weighted R² of the change from control",
+            "control",
+            True,
+            1.0,
+            ("control", "deg_weights"),
+            "Miller et al. weighted_r2_deltactrl",
+            profile.weighted_r2_delta_vs_control,
+        ),
+        _m(
+            "weighted_r2_delta_vs_perturbed_mean",
+            "DEG-weighted R² of the change from the perturbed mean (recommended by Miller et al.)",
+            "perturbed_mean",
+            True,
+            1.0,
+            ("perturbed_mean", "deg_weights"),
+            "Miller et al. weighted_r2_deltapert",
+            profile.weighted_r2_delta_vs_perturbed_mean,
+        ),
+        _m(
+            "centroid_accuracy",
+            "fraction of other observed profiles farther from the prediction than its own (ties count 1/2)",
+            None,
+            True,
+            1.0,
+            (),
+            "Systema centroid accuracy; Miller et al. nir",
+            ranking.centroid_accuracy,
+            0.5,
+        ),
+        _m(
+            "rank_rmse",
+            "rank of the matching prediction among all predictions by RMSE to the observed profile, /(N−1)",
+            None,
+            False,
+            0.0,
+            (),
+            "PerturBench rmse_rank_average",
+            ranking.rank_rmse,
+            0.5,
+        ),
+        _m(
+            "rank_cosine_delta_vs_control",
+            "rank of the matching prediction among all predictions by cosine similarity of changes from control, /(N−1)",
+            "control",
+            False,
+            0.0,
+            ("control",),
+            "PerturBench cosine_rank_logfc (on Δ)",
+            ranking.rank_cosine_delta_vs_control,
+            0.5,
+        ),
+        _m(
+            "discrimination_score_l1_vs_control",
+            "1 − rank/N of the observed change closest (L1, target genes excluded) to the predicted change",
+            "control",
+            True,
+            1.0,
+            ("control",),
+            "cell-eval discrimination_score_l1 (PDS)",
+            ranking.discrimination_score_l1_vs_control,
+            # no fixed chance level: above 0.5 when the target genes are measured (they are excluded);
+            # compute it on the data with helpers.metrics.ranking.discrimination_chance
+            None,
+        ),
     ]
 )
+
+# PerturBench's log-fold-change metrics (Wu et al.), appended after the suite's own
+METRICS.update(
+    [
+        _m(
+            "cosine_logfc_vs_control",
+            "cosine similarity of predicted and observed log2(x + 0.1) − log2(control + 0.1) fold changes",
+            "control",
+            True,
+            1.0,
+            ("control",),
+            "PerturBench cosine_logfc",
+            perturbench.cosine_logfc_vs_control,
+        ),
+        _m(
+            "rank_cosine_logfc_vs_control",
+            "rank of the matching prediction among all predictions by cosine similarity of log2 fold changes, /(N−1)",
+            "control",
+            False,
+            0.0,
+            ("control",),
+            "PerturBench cosine_rank_logfc",
+            perturbench.rank_cosine_logfc_vs_control,
+            0.5,
+        ),
+    ]
+)
+
+
+def _cell_metrics() -> dict[str, MetricInfo]:
+    from functools import partial
+
+    from . import de
+
+    def overlap(k: int | None) -> Callable[..., pd.Series]:
+        return partial(de.de_overlap, k=k)
+
+    entries = [
+        _m(
+            "energy_distance_pca",
+            "energy distance between predicted and observed cells in the first principal components of the observed cells",
+            None,
+            False,
+            0.0,
+            ("cells",),
+            "PerturBench (energy distance in PC space); cell-eval edistance",
+            de.energy_distances,
+        ),
+        _m(
+            "de_overlap_at_n_vs_control",
+            "share of the N real DE genes (FDR < 0.05, ranked by |log2 FC|) among the top N predicted DE genes; N = real count",
+            "control",
+            True,
+            1.0,
+            ("de",),
+            "cell-eval overlap_at_N (Virtual Cell Challenge)",
+            overlap(None),
+        ),
+    ]
+    for k in (50, 100, 200):
+        entries.append(
+            _m(
+                f"de_overlap_at_{k}_vs_control",
+                f"as de_overlap_at_n with N = min({k}, number of real DE genes)",
+                "control",
+                True,
+                1.0,
+                ("de",),
+                f"cell-eval overlap_at_{k}",
+                overlap(k),
+            )
+        )
+    entries += [
+        _m(
+            "de_precision_at_n_vs_control",
+            "share of the N predicted DE genes among the top N real DE genes; N = predicted count",
+            "control",
+            True,
+            1.0,
+            ("de",),
+            "cell-eval precision_at_N",
+            partial(de.de_precision, k=None),
+        ),
+        _m(
+            "de_direction_match_vs_control",
+            "share of the real DE genes whose predicted log2 fold change has the same sign",
+            "control",
+            True,
+            1.0,
+            ("de",),
+            "cell-eval de_direction_match",
+            de.de_direction_match,
+        ),
+        _m(
+            "de_spearman_lfc_vs_control",
+            "Spearman correlation of real and predicted log2 fold changes over the real DE genes",
+            "control",
+            True,
+            1.0,
+            ("de",),
+            "cell-eval de_spearman_lfc_sig",
+            de.de_spearman_lfc,
+        ),
+        _m(
+            "de_recall_vs_control",
+            "share of the real DE genes that are DE in the prediction",
+            "control",
+            True,
+            1.0,
+            ("de",),
+            "cell-eval de_sig_genes_recall",
+            de.de_recall,
+        ),
+    ]
+    return dict(entries)
+
+
+#: Cell-level metrics (:mod:`helpers.metrics.de`): they need predicted cells, not profiles, and are computed
+#: by ``python -m helpers evaluate``. ``needs``: ``("cells",)`` (predicted and observed cells and a PC space)
+#: or ``("de",)`` (a real and a predicted :class:`helpers.metrics.de.DEResult`; the predicted DE's reference,
+#: predicted or real control cells, is a label of the results).
+CELL_METRICS: dict[str, MetricInfo] = _cell_metrics()
 
 
 def metrics_table() -> pd.DataFrame:
@@ -124,8 +363,8 @@ def evaluate(
     pearson_delta_de20_vs_control, pearson_delta_de20_vs_perturbed_mean,
     r2_delta_vs_control, r2_delta_vs_perturbed_mean, weighted_mse,
     weighted_r2_delta_vs_control, weighted_r2_delta_vs_perturbed_mean, centroid_accuracy,
-    rank_rmse, rank_cosine_delta_vs_control, discrimination_score_l1_vs_control``. With the
-    default list, a metric whose input is missing (e.g. no ``perturbed_mean``) is skipped:
+    rank_rmse, rank_cosine_delta_vs_control, discrimination_score_l1_vs_control,
+    cosine_logfc_vs_control, rank_cosine_logfc_vs_control``. With the default list, a metric whose input is missing (e.g. no ``perturbed_mean``) is skipped:
     the reason is logged (logger ``helpers.metrics.registry``, level INFO) and kept in
     ``result.attrs["skipped"]``. A metric asked for by name in ``metrics`` whose input is
     missing raises :class:`DataError`.

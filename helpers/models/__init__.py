@@ -4,9 +4,11 @@ The baselines are imported at once; models that need torch (or another environme
 are imported on first use, so ``import helpers.models`` stays fast.
 """
 
+from __future__ import annotations
+
 from importlib import import_module
 
-from .base import NotFittedError, PerturbationModel
+from .base import ModelTags, NotFittedError, PerturbationModel
 from .baselines import Additive, MatchingMean, MeanBaseline, NoChange
 from .external import PredictionsFile, read_predictions
 from .linear import LinearModel, condition_pca_embedding
@@ -23,7 +25,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
+def __getattr__(name: str):
     if name in _LAZY:
         return getattr(import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -34,6 +36,7 @@ __all__ = [
     "MatchingMean",
     "MeanBaseline",
     "NoChange",
+    "ModelTags",
     "NotFittedError",
     "PerturbationModel",
     "PredictionsFile",

@@ -7,20 +7,77 @@ returns a perturbations x genes DataFrame of predicted mean log-normalised expre
 (not the change: subtract the control profile for that). Learned state lives in
 attributes ending in ``_`` and is replaced by every ``fit`` call, so nothing leaks
 between calls.
+
+What a model needs is said by its **tags** (:class:`ModelTags`, in the spirit of
+scikit-learn's estimator tags), never by its name or class: the evaluation engine
+(:mod:`helpers.benchmarks.engine`) reads ``model.tags()`` to decide whether to hand it
+cells or a pseudobulk, all genes or only the evaluated ones, and whether its errors are
+the model's (recorded, the other models go on) or the user's (raised).
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Self
 
 import pandas as pd
 
-from ..data.canonical import DataError, canonical_perturbation
+from ..data.canonical import canonical_perturbation
+from ..errors import DataError
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 
 class NotFittedError(RuntimeError):
     """Raised when ``predict`` is called before ``fit``."""
+
+
+#: What ``fit`` can learn from.
+TRAINING_DATA = ("pseudobulk", "cells", "changes")
+
+
+@dataclass(frozen=True)
+class ModelTags:
+    """What a model needs and can do.
+
+    Attributes
+    ----------
+    training_data
+        What ``fit`` learns from: ``"pseudobulk"`` (one mean profile per training
+        perturbation, control included), ``"cells"`` (the single cells) or ``"changes"``
+        (a perturbations x genes table of changes from control, no control row).
+    all_genes
+        Fit on every measured gene, not only the evaluated ones: the model embeds a target
+        gene by that gene's row of a PCA over genes, so a target outside the evaluated
+        genes would otherwise have no embedding.
+    embeds_targets
+        Predicts from an embedding of the target gene(s); a perturbation whose target has
+        no embedding is unpredictable (and says so).
+    predicts_doubles
+        Can predict two-gene perturbations.
+    environment
+        Name of another Python environment the model runs in (e.g. ``"gears"``), or None.
+    slow
+        Trains for seconds to minutes (the chapters can switch such models off).
+    external
+        Its predictions were made elsewhere (a file): an error in ``fit`` is a mistake in
+        the user's input and is raised, never recorded as the model's failure.
+    """
+
+    training_data: str = "pseudobulk"
+    all_genes: bool = False
+    embeds_targets: bool = False
+    predicts_doubles: bool = True
+    environment: str | None = None
+    slow: bool = False
+    external: bool = False
+
+    def __post_init__(self):
+        if self.training_data not in TRAINING_DATA:
+            raise ValueError(f"training_data must be one of {TRAINING_DATA}, not {self.training_data!r}")
 
 
 class PerturbationModel:
@@ -34,6 +91,12 @@ class PerturbationModel:
 
     #: Short name used in result tables; subclasses override.
     name = "model"
+    #: Tags shared by every instance; :meth:`tags` may refine them from the hyperparameters.
+    _tags = ModelTags()
+
+    def tags(self) -> ModelTags:
+        """What this model needs and can do (:class:`ModelTags`); may depend on its hyperparameters."""
+        return self._tags
 
     @classmethod
     def _param_names(cls) -> list[str]:
@@ -47,7 +110,7 @@ class PerturbationModel:
         """Hyperparameters as given to ``__init__``."""
         return {k: getattr(self, k) for k in self._param_names()}
 
-    def clone(self):
+    def clone(self) -> Self:
         """A new, unfitted model with the same hyperparameters."""
         return type(self)(**self.get_params())
 
@@ -56,7 +119,7 @@ class PerturbationModel:
         return f"{type(self).__name__}({args})"
 
     # -- contract ---------------------------------------------------------------------
-    def fit(self, train):  # pragma: no cover - abstract
+    def fit(self, train: AnnData | pd.DataFrame) -> Self:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _predict(self, perturbations: list[str]) -> pd.DataFrame:  # pragma: no cover - abstract
@@ -70,7 +133,7 @@ class PerturbationModel:
     def predict(self, perturbations: Sequence[str]) -> pd.DataFrame:
         """Predicted mean log-normalised expression, perturbations x genes.
 
-        Raises :class:`helpers.data.DataError` naming the perturbations the model cannot
+        Raises :class:`helpers.errors.DataError` naming the perturbations the model cannot
         predict; call :meth:`unpredictable` first to exclude them explicitly.
         """
         self._check_fitted()

@@ -7,19 +7,24 @@ perturbation ``p``) and the control profile ``x̄_c``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import pandas as pd
 
-from ..data.canonical import CONTROL, DataError, target_genes
+from ..data.canonical import CONTROL, target_genes
 from ..data.pseudobulk import pseudobulk
+from ..errors import DataError
 from .base import PerturbationModel
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 
 class _ProfileModel(PerturbationModel):
     """Shared fit step: store the training profiles and the control profile."""
 
-    def fit(self, train):
+    def fit(self, train: AnnData) -> Self:
         pb = pseudobulk(train)
         table = pd.DataFrame(pb.X, index=pb.obs_names.copy(), columns=pb.var_names.copy())
         if CONTROL not in table.index:
@@ -52,7 +57,7 @@ class NoChange(_ProfileModel):
 
     name = "no change"
 
-    def _predict(self, perturbations):
+    def _predict(self, perturbations: list[str]) -> pd.DataFrame:
         return self._repeat(self.control_, perturbations)
 
 
@@ -91,7 +96,7 @@ class MeanBaseline(_ProfileModel):
                 rows = np.vstack([rows, self.control_.to_numpy()])
             self.mean_profile_ = pd.Series(rows.mean(axis=0), index=self.genes_)
 
-    def _predict(self, perturbations):
+    def _predict(self, perturbations: list[str]) -> pd.DataFrame:
         return self._repeat(self.mean_profile_, perturbations)
 
 
@@ -116,7 +121,7 @@ class Additive(_ProfileModel):
                 out[p] = f"single perturbation {', '.join(missing)} not in training data"
         return out
 
-    def _predict(self, perturbations):
+    def _predict(self, perturbations: list[str]) -> pd.DataFrame:
         ctrl = self.control_.to_numpy()
         rows = []
         for p in perturbations:
@@ -140,7 +145,7 @@ class MatchingMean(_ProfileModel):
     def _fit_extra(self):
         self.fallback_ = self._cell_weighted_mean()
 
-    def _predict(self, perturbations):
+    def _predict(self, perturbations: list[str]) -> pd.DataFrame:
         rows = []
         for p in perturbations:
             parts = [self.train_profiles_.loc[g] if g in self.train_profiles_.index else self.fallback_ for g in target_genes(p)]

@@ -1,6 +1,6 @@
 """Calibration controls: predictions whose quality is known before any model is trained.
 
-Miller et al. (2025, bioRxiv 10.1101/2025.10.20.683304; METHODS.md E) ask of every metric
+Miller et al. (2025, bioRxiv 10.1101/2025.10.20.683304) ask of every metric
 whether it separates a prediction that is as good as the data allow from one that knows
 nothing about the perturbation. They build four predictions for that:
 
@@ -51,20 +51,25 @@ import logging
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from ..data.canonical import CONTROL, DataError
+from ..data.canonical import CONTROL
 from ..data.pseudobulk import control_profile, profiles
-from ..stats.de import WelchTest, benjamini_hochberg, welch_t_test  # noqa: F401 (re-exported)
+from ..errors import DataError
+from ..stats.de import benjamini_hochberg, miller_t_scores, welch_t_test
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 logger = logging.getLogger(__name__)
 
 #: Model names of the calibration controls in result tables.
 TECHNICAL_DUPLICATE = "technical duplicate"
 INTERPOLATED_DUPLICATE = "interpolated duplicate"
-MEAN = "mean"
+MEAN = "mean (perturbations)"
 NO_CHANGE = "no change"
 POSITIVE_CONTROLS = (TECHNICAL_DUPLICATE, INTERPOLATED_DUPLICATE)
 NEGATIVE_CONTROLS = (MEAN, NO_CHANGE)
@@ -86,15 +91,15 @@ class Halves:
     halved perturbations' cells (control cells not included).
     """
 
-    first: object
-    second: object
+    first: AnnData
+    second: AnnData
     n_cells: pd.DataFrame
     excluded: dict[str, str] = field(default_factory=dict)
     first_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     second_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
-def split_halves(adata, seed: int, perturbations: Sequence[str] | None = None) -> Halves:
+def split_halves(adata: AnnData, seed: int, perturbations: Sequence[str] | None = None) -> Halves:
     """Shuffle each perturbation's cells (seeded) and cut them in two halves.
 
     For a perturbation with :math:`n` cells, a random permutation (its own stream, seeded
@@ -134,7 +139,7 @@ def split_halves(adata, seed: int, perturbations: Sequence[str] | None = None) -
     codes, names = pd.factorize(labels)
     order = np.argsort(codes, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=len(names)))])
-    rows = {name: order[bounds[i]:bounds[i + 1]] for i, name in enumerate(names)}
+    rows = {name: order[bounds[i] : bounds[i + 1]] for i, name in enumerate(names)}
     control_rows = rows[CONTROL]
     first_rows, second_rows, counts, excluded = [], [], {}, {}
     for p in perturbations:
@@ -157,21 +162,6 @@ def split_halves(adata, seed: int, perturbations: Sequence[str] | None = None) -
     n_cells = pd.DataFrame.from_dict(counts, orient="index", columns=["first_half", "second_half"])
     n_cells.index.name = "perturbation"
     return Halves(first, second, n_cells, excluded, first_rows, second_rows)
-
-
-def miller_t_scores(adata, perturbations: Sequence[str] | None = None) -> pd.DataFrame:
-    """t statistics behind Miller et al.'s DEG weights: ``t-test_overestim_var`` against the rest.
-
-    :func:`welch_t_test` with ``reference="rest"`` and ``overestimate_variance=True`` on
-    ``adata`` (the ground-truth cells of every condition), restricted to ``perturbations``.
-    Infinite values (a gene constant in both groups with different values) are set to 0,
-    as PerturBench and :func:`helpers.data.de_scores` do, so that
-    :func:`helpers.metrics.deg_weights` accepts them.
-    """
-    t = welch_t_test(adata, reference="rest", overestimate_variance=True).t
-    if perturbations is not None:
-        t = t.loc[list(perturbations)]
-    return t.where(np.isfinite(t), 0.0)
 
 
 def interpolated_duplicate(duplicate: pd.DataFrame, mean: pd.Series, p_adj: pd.DataFrame) -> pd.DataFrame:
@@ -207,7 +197,7 @@ class CalibrationControls:
         Ground truth: first-half profiles of the evaluated perturbations (perturbations x genes).
     predictions
         Model name -> perturbations x genes prediction: ``"technical duplicate"``,
-        ``"interpolated duplicate"``, ``"mean"``, ``"no change"``.
+        ``"interpolated duplicate"``, ``"mean (perturbations)"``, ``"no change"``.
     control, perturbed_mean
         Reference profiles: control mean of all control cells of the training data, and the
         mean of the training perturbations' profiles (perturbation-weighted).
@@ -240,7 +230,9 @@ class CalibrationControls:
         return self.truth.index
 
 
-def calibration_controls(adata, perturbations: Sequence[str], train_perturbations: Sequence[str], seed: int) -> CalibrationControls:
+def calibration_controls(
+    adata: AnnData, perturbations: Sequence[str], train_perturbations: Sequence[str], seed: int
+) -> CalibrationControls:
     """Build the four calibration controls of Miller et al. for the evaluated perturbations.
 
     1. :func:`split_halves` halves each evaluated perturbation's cells (``seed``); the

@@ -3,7 +3,7 @@
 The progress-bar benchmark asks how well ``Δ_p = f(e_p)`` can be learned when ``e_p`` is
 an embedding of the perturbed gene (random vectors, Gene Ontology, a foundation model, the
 same perturbation in other cell lines, ...). The predictor of the paper
-(``bench_essential_lfc.py``; METHODS.md D.2) is
+(``bench_essential_lfc.py``) is
 
 ``StandardScaler → PCA(min(100, n_features, n_train)) → head``
 
@@ -36,15 +36,20 @@ Implementation notes (why not one ``GridSearchCV``):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ParamSpec, Self, TypeVar
 
 import numpy as np
 import pandas as pd
 
-from ..data.canonical import CONTROL, DataError, target_genes
-from ..embeddings import ExactPCA, check_no_test_labels, validate_embedding
-from .base import PerturbationModel
+from ..data.canonical import CONTROL, target_genes
+from ..errors import DataError
+from ..knowledge.embeddings import ExactPCA, validate_embedding
+from .base import ModelTags, PerturbationModel
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 KNN_GRID = (20, 40, 60, 80, 100)
 LASSO_GRID = (1e-3, 1e-2, 1e-1, 1.0)
@@ -56,7 +61,11 @@ class TooFewEmbeddedError(DataError):
     """Too few training perturbations have an embedding to fit the regressor at all."""
 
 
-def one_blas_thread(func):
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def one_blas_thread(func: Callable[_P, _R]) -> Callable[_P, _R]:
     """Run ``func`` with one BLAS and one OpenMP thread.
 
     The matrices here are small (hundreds to a few thousand rows): one thread is as fast, and
@@ -66,7 +75,7 @@ def one_blas_thread(func):
     import functools
 
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=1):
@@ -130,8 +139,9 @@ class _KNNHead:
         return [out[order[k]] for k in grid]
 
 
-def lasso_gram(G: np.ndarray, C: np.ndarray, yy: np.ndarray, alpha: float, W0: np.ndarray | None = None,
-               tol: float = 1e-4, max_sweeps: int = 5000) -> np.ndarray:
+def lasso_gram(
+    G: np.ndarray, C: np.ndarray, yy: np.ndarray, alpha: float, W0: np.ndarray | None = None, tol: float = 1e-4, max_sweeps: int = 5000
+) -> np.ndarray:
     """Multi-output Lasso by coordinate descent on the Gram matrix, all outputs at once.
 
     Minimises ``(1/2n)||y_t − Z_c w_t||² + α|w_t|₁`` for every output ``t`` (centred ``Z_c``,
@@ -257,6 +267,7 @@ class EmbeddingRegressor(PerturbationModel):
     """
 
     name = "embedding regressor"
+    _tags = ModelTags(training_data="changes", embeds_targets=True, predicts_doubles=False)
 
     def __init__(
         self,
@@ -281,7 +292,7 @@ class EmbeddingRegressor(PerturbationModel):
         self.batch_key = batch_key
 
     # -- inputs ----------------------------------------------------------------------------
-    def _targets(self, train) -> pd.DataFrame:
+    def _targets(self, train: AnnData | pd.DataFrame) -> pd.DataFrame:
         """Training targets, perturbations x genes: a DataFrame as given, or pseudobulk profiles of cells."""
         if isinstance(train, pd.DataFrame):
             table = train.astype(np.float64)
@@ -315,7 +326,7 @@ class EmbeddingRegressor(PerturbationModel):
 
     # -- fit ---------------------------------------------------------------------------------
     @one_blas_thread
-    def fit(self, train):
+    def fit(self, train: AnnData | pd.DataFrame) -> Self:
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, not {self.head!r}")
         emb = self.embedding
@@ -364,7 +375,7 @@ class EmbeddingRegressor(PerturbationModel):
             return grid
         return [float(a) for a in self.alpha_grid]
 
-    def _fit_once(self, X, Y, names, stage):
+    def _fit_once(self, X: np.ndarray, Y: np.ndarray, names: Iterable[object], stage: str) -> tuple[_Preprocess, _KNNHead | _LassoHead]:
         self.fit_log_.append((stage, tuple(str(n) for n in names)))
         prep = _Preprocess(self.preprocess, self.n_components, self.seed)
         Z = prep.fit_transform(X)
@@ -377,7 +388,7 @@ class EmbeddingRegressor(PerturbationModel):
         return {p: "a double perturbation has no single target-gene embedding" for p in perturbations if len(target_genes(p)) != 1}
 
     @one_blas_thread
-    def _predict(self, perturbations):
+    def _predict(self, perturbations: list[str]) -> pd.DataFrame:
         out = np.tile(self.train_mean_.to_numpy(), (len(perturbations), 1))
         names, X = self._embedded(perturbations)
         if names:
@@ -437,73 +448,3 @@ def fixed_source(name: str, embedding: pd.DataFrame, kind: str = "embedding", de
 def model_label(embedding: str, head: str) -> str:
     """Model name in result tables, e.g. ``"GO (kNN)"``."""
     return f"{embedding} ({HEAD_LABELS.get(head, head)})"
-
-
-def cross_validate(
-    changes: pd.DataFrame,
-    folds: Sequence,
-    source: EmbeddingSource,
-    head: str = "knn",
-    seed: int = 42,
-    **regressor_kwargs,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Out-of-fold predictions of one embedding source with one head, with leakage checks.
-
-    For every fold: build the embedding (from the training labels only, unless the source is
-    a cheater), fit :class:`EmbeddingRegressor` on the training perturbations, predict the
-    test perturbations. Then *check*: the embedding's ``attrs["fitted_on"]`` (non-cheaters)
-    and every fit in the regressor's ``fit_log_`` (all sources) are disjoint from the fold's
-    test set; an :class:`AssertionError` otherwise.
-
-    Parameters
-    ----------
-    changes
-        Perturbations x genes targets of one context (singles).
-    folds
-        :class:`helpers.data.Split` objects (``train``/``test``), e.g. from
-        :func:`helpers.data.kfold_split`.
-
-    Returns
-    -------
-    (predictions, log)
-        ``predictions``: test perturbations x genes (every perturbation once; its fold in
-        ``attrs["fold_of"]``); ``log``: one row per fold with the chosen hyperparameter, counts,
-        the perturbations without embedding and ``fits_checked`` (the fits and label-based
-        embeddings whose perturbations were checked against the test set).
-    """
-    return _cross_validate(changes, folds, source, head, seed, **regressor_kwargs)
-
-
-@one_blas_thread
-def _cross_validate(changes, folds, source, head, seed, **regressor_kwargs):
-    preds, rows, fold_of = [], [], {}
-    for k, split in enumerate(folds):
-        train = [p for p in split.train if p in changes.index]
-        test = [p for p in split.test if p in changes.index]
-        if not test:
-            continue
-        train_changes = changes.loc[train]
-        emb = source.get(train_changes, changes)
-        if source.kind != "cheater":
-            check_no_test_labels(emb.attrs.get("fitted_on", ()), test, f"the {source.name} embedding (fold {k})")
-        model = EmbeddingRegressor(emb, head=head, seed=seed, preprocess=source.preprocess, **regressor_kwargs).fit(train_changes)
-        for stage, names in model.fit_log_:
-            check_no_test_labels(names, test, f"{model_label(source.name, head)}, fold {k}, {stage}")
-        missing = model.without_embedding(test)
-        preds.append(model.predict(test))
-        fold_of.update({p: k for p in test})
-        rows.append(
-            {
-                "fold": k,
-                "n_train": len(train),
-                "n_train_with_embedding": len(model.fitted_perturbations_),
-                "n_test": len(test),
-                "n_test_without_embedding": len(missing),
-                "test_without_embedding": ", ".join(missing),
-                "best_param": model.best_param_,
-                "fits_checked": len(model.fit_log_) + (source.kind != "cheater"),
-            }
-        )
-    out = pd.concat(preds)
-    out.attrs["fold_of"] = fold_of
-    return out, pd.DataFrame(rows)

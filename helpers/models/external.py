@@ -2,11 +2,15 @@
 
 A predictions file holds one row per perturbation and one column per gene: the predicted
 MEAN log-normalised expression (log1p of counts per 10,000), the same unit as the
-pseudobulk profiles — not the change from control. Accepted layouts:
+pseudobulk profiles — not the change from control; or predicted cells, which are averaged.
+Accepted layouts (:mod:`helpers.models.predictions`):
 
-* ``.csv`` / ``.tsv`` / ``.parquet``: first column = perturbation name, header = gene symbols;
-* ``.h5ad``: ``obs_names`` (or ``obs['perturbation']``/``obs['condition']``) = perturbation
-  names, ``var_names`` = gene symbols, ``X`` = predictions.
+* ``.csv`` / ``.tsv`` / ``.parquet``: first column = perturbation name, header = gene symbols
+  (read as written: a gene repeated in the header is refused);
+* ``.h5ad`` of perturbations: ``obs_names`` (or a perturbation column such as
+  ``obs['perturbation']``/``obs['condition']``) = perturbation names, ``var_names`` = gene symbols;
+* ``.h5ad`` of predicted cells (canonical or cell-eval layout, e.g. ``obs['target_gene']``):
+  each perturbation's cells are averaged (raw counts are normalised first).
 
 Perturbation names may be written in any supported convention (``A+ctrl``, ``A_B``, ...);
 they are translated to canonical names. If the file predicts changes instead of profiles,
@@ -15,63 +19,40 @@ pass ``values="change"`` and the control profile of the training data is added b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Self
 
-import numpy as np
 import pandas as pd
 
-from ..data.canonical import CONTROL, DataError, canonical_perturbation
+from ..data.canonical import CONTROL
 from ..data.pseudobulk import control_profile
-from .base import PerturbationModel
+from ..errors import DataError
+from .base import ModelTags, PerturbationModel
+from .predictions import read_predictions_file
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 
-def read_predictions(path, style: str = "gears") -> pd.DataFrame:
+def read_predictions(path: str | Path, style: str = "gears", values: str = "expression") -> pd.DataFrame:
     """Read a predictions file into a perturbations x genes DataFrame with canonical names.
 
-    ``style`` is the naming convention of the perturbation labels; the default ``"gears"``
-    also accepts canonical names and ``A+ctrl``. Use ``"scperturb"`` for ``A_B``.
+    Any layout of :func:`helpers.models.predictions.read_predictions_file` is read: a table
+    (one row per perturbation) as it is, predicted cells as their mean profiles. A control row
+    (or the predicted control cells' mean) is kept as the row ``control``. ``style`` is the
+    naming convention of the perturbation labels; the default ``"gears"`` also accepts
+    canonical names and ``A+ctrl``. Use ``"scperturb"`` for ``A_B``. ``values`` is
+    ``"expression"`` (log-normalised; predicted cells may also hold raw counts, which are
+    normalised) or ``"change"`` (a table of changes from control).
     """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"predictions file {path} does not exist.")
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv", ".txt"):
-        frame = pd.read_csv(path, sep="\t" if suffix != ".csv" else ",", index_col=0)
-    elif suffix == ".parquet":
-        frame = pd.read_parquet(path)
-        if isinstance(frame.index, pd.RangeIndex):  # names stored as the first column
-            frame = frame.set_index(frame.columns[0])
-    elif suffix == ".h5ad":
-        import anndata as ad
-
-        adata = ad.read_h5ad(path)
-        labels = next((adata.obs[k] for k in ("perturbation", "condition") if k in adata.obs), adata.obs_names.to_series())
-        X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
-        frame = pd.DataFrame(X, index=labels.astype(str).to_numpy(), columns=adata.var_names.astype(str))
-    else:
-        raise DataError(f"cannot read predictions from {path.name}: use .csv, .tsv, .parquet or .h5ad (perturbations x genes).")
-    if frame.shape[1] == 0 or frame.shape[0] == 0:
-        raise DataError(f"{path.name} holds no predictions (shape {frame.shape}); expected perturbations x genes.")
-    non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
-    if non_numeric:
-        raise DataError(
-            f"{path.name}: columns {non_numeric[:3]} are not numeric. The file must have the perturbation names in the "
-            "first column and one numeric column per gene."
-        )
-    try:
-        names = [canonical_perturbation(p, style) for p in frame.index.astype(str)]
-    except DataError as err:
-        raise DataError(f"{path.name}: {err}") from err
-    frame.index = pd.Index(names, name="perturbation")
-    if frame.index.duplicated().any():
-        raise DataError(f"{path.name} has several rows for {frame.index[frame.index.duplicated()].unique()[:3].tolist()}.")
-    if not frame.columns.is_unique:
-        raise DataError(f"{path.name} has duplicate gene columns, e.g. {frame.columns[frame.columns.duplicated()][:3].tolist()}.")
-    values = frame.to_numpy(dtype=float)
-    if not np.isfinite(values).all():
-        bad = frame.index[~np.isfinite(values).all(axis=1)].tolist()
-        raise DataError(f"{path.name} has NaN or infinite predictions for {len(bad)} perturbations, e.g. {bad[:3]}.")
-    frame.columns = frame.columns.astype(str)
+    if values not in ("expression", "change"):
+        raise DataError(f"values must be 'expression' or 'change', not {values!r}")
+    found = read_predictions_file(path, values="auto" if values == "expression" else "change", style=style)
+    frame = found.profiles
+    if found.control is not None:
+        frame = pd.concat([frame, found.control.to_frame().T])
+        frame.index.name = "perturbation"
     return frame.astype(float)
 
 
@@ -95,16 +76,18 @@ class PredictionsFile(PerturbationModel):
         Naming convention of the perturbation labels in the file.
     """
 
-    def __init__(self, path, name: str = "external", values: str = "expression", style: str = "gears"):
+    _tags = ModelTags(external=True)
+
+    def __init__(self, path: str | Path, name: str = "external", values: str = "expression", style: str = "gears"):
         self.path = path
         self.name = name
         self.values = values
         self.style = style
 
-    def fit(self, train):
+    def fit(self, train: AnnData) -> Self:
         if self.values not in ("expression", "change"):
             raise ValueError(f"values must be 'expression' or 'change', not {self.values!r}")
-        table = read_predictions(self.path, self.style)
+        table = read_predictions(self.path, self.style, self.values)
         genes = pd.Index(train.var_names.astype(str))
         missing = genes.difference(table.columns)
         if len(missing):
@@ -120,9 +103,16 @@ class PredictionsFile(PerturbationModel):
         self.table_ = table.drop(index=CONTROL, errors="ignore")
         return self
 
-    def unpredictable(self, perturbations):
+    def unpredictable(self, perturbations: Sequence[str]) -> dict[str, str]:
         self._check_fitted()
-        return {p: f"not in {Path(self.path).name}" for p in perturbations if p not in self.table_.index}
+        held = self.table_.index
+        missing = [p for p in perturbations if p not in held]
+        reason = f"not in {Path(self.path).name}"
+        if missing and len(missing) == len(perturbations):
+            # none matches: show what the file does hold, the usual cause is a naming convention
+            shown = ", ".join(repr(p) for p in held[:5]) + (", ..." if len(held) > 5 else "")
+            reason += f" (which predicts {len(held)} other perturbations: {shown})"
+        return {p: reason for p in missing}
 
-    def _predict(self, perturbations):
+    def _predict(self, perturbations: list[str]) -> pd.DataFrame:
         return self.table_.loc[list(perturbations)].copy()

@@ -8,14 +8,19 @@ the principal-component scores of the perturbation's change from control.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import pandas as pd
 
-from ..data.canonical import CONTROL, DataError, target_genes
+from ..data.canonical import CONTROL, target_genes
 from ..data.pseudobulk import pseudobulk
+from ..errors import DataError
 from ..knowledge.go_features import go_embedding
-from .base import PerturbationModel
+from .base import ModelTags, PerturbationModel
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 DOUBLE_REASON = "double perturbation: the GO random forest models single-gene perturbations only"
 
@@ -53,6 +58,7 @@ class GORandomForest(PerturbationModel):
     """
 
     name = "random forest + GO"
+    _tags = ModelTags(embeds_targets=True, predicts_doubles=False)
 
     def __init__(
         self,
@@ -77,7 +83,7 @@ class GORandomForest(PerturbationModel):
     def _embed(self, genes: Sequence[str]) -> pd.DataFrame:
         return go_embedding(list(genes), n_components=self.go_components, method="lsa", seed=0)
 
-    def fit(self, train):
+    def fit(self, train: AnnData) -> Self:
         from sklearn.decomposition import PCA
         from sklearn.ensemble import RandomForestRegressor
 
@@ -138,7 +144,7 @@ class GORandomForest(PerturbationModel):
                 out[p] = f"target gene {p} has no GO embedding ({why})"
         return {p: out[p] for p in perturbations if p in out}
 
-    def _predict(self, perturbations):
+    def _predict(self, perturbations: list[str]) -> pd.DataFrame:
         rows = np.tile(self.control_.to_numpy(), (len(perturbations), 1))
         singles = [i for i, p in enumerate(perturbations) if p != CONTROL]
         if singles:

@@ -5,7 +5,7 @@ and a perturbation embedding ``P``,
 
 .. math:: Y \\approx G W P + b 1^T,
 
-and fits ``W`` in closed form by a ridge penalty on both sides (METHODS.md A.3,
+and fits ``W`` in closed form by a ridge penalty on both sides (Ahlmann-Eltze et al. 2025,
 ``run_linear_pretrained_model.R``). The published code is R; users asked for a Python
 version they can import on its own (const-ae/linear_perturbation_prediction-Paper #6):
 :class:`LinearModel` is that version, with the same defaults (``K = 10``, ``λ = 0.1``).
@@ -19,14 +19,20 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import pandas as pd
 import scipy.linalg
 
-from ..data.canonical import CONTROL, DataError, target_genes
+from ..data.canonical import CONTROL, target_genes
 from ..data.pseudobulk import pseudobulk
-from .base import PerturbationModel
+from ..errors import DataError
+from .base import ModelTags, PerturbationModel
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 _EMBEDDING_CHOICES = ("training_pca", "random")
 
@@ -81,7 +87,7 @@ def _ridge_inverse(A: np.ndarray, ridge: float) -> np.ndarray:
     return scipy.linalg.inv(A + ridge * np.eye(A.shape[0]))
 
 
-def condition_pca_embedding(reference, n_components: int = 10, include_control: bool = True) -> pd.DataFrame:
+def condition_pca_embedding(reference: AnnData, n_components: int = 10, include_control: bool = True) -> pd.DataFrame:
     """PCA scores of every condition of a reference screen, as a perturbation embedding.
 
     This is the "P from another dataset" of Ahlmann-Eltze et al.
@@ -199,7 +205,7 @@ def clean_embedding_table(table: pd.DataFrame, what: str) -> pd.DataFrame:
 class LinearModel(PerturbationModel):
     """Linear model ``Y ≈ G W P + b`` with a closed-form double ridge (Ahlmann-Eltze et al. 2025).
 
-    Notation (METHODS.md A.3): ``Y`` is the genes x conditions matrix of training changes
+    Notation: ``Y`` is the genes x conditions matrix of training changes
     ``x̄_p − x̄_c`` (pseudobulk minus control); ``G`` (genes x K) embeds genes; ``P``
     (K' x conditions) embeds perturbations. Fit:
 
@@ -299,8 +305,8 @@ class LinearModel(PerturbationModel):
         self,
         n_components: int = 10,
         ridge: float = 0.1,
-        gene_embedding="training_pca",
-        perturbation_embedding="training_pca",
+        gene_embedding: str | pd.DataFrame = "training_pca",
+        perturbation_embedding: str | pd.DataFrame = "training_pca",
         include_control: bool = True,
         seed: int = 0,
     ):
@@ -328,7 +334,12 @@ class LinearModel(PerturbationModel):
                 raise ValueError(f"{what} has no columns")
 
     # -- fit / predict ----------------------------------------------------------------
-    def fit(self, train):
+    def tags(self) -> ModelTags:
+        # the published P is the target gene's row of a PCA over genes: fit on every measured gene
+        own_pca = isinstance(self.perturbation_embedding, str) and self.perturbation_embedding == "training_pca"
+        return replace(super().tags(), all_genes=own_pca, embeds_targets=True)
+
+    def fit(self, train: AnnData) -> Self:
         self._check_params()
         pb = pseudobulk(train)
         table = pd.DataFrame(pb.X, index=pb.obs_names.copy(), columns=pb.var_names.copy())
@@ -430,7 +441,7 @@ class LinearModel(PerturbationModel):
         self._check_fitted()
         return self.embedding_.unpredictable(list(perturbations))
 
-    def _predict(self, perturbations):
+    def _predict(self, perturbations: list[str]) -> pd.DataFrame:
         P, _ = self.embedding_.vectors(perturbations)  # K' x n
         values = (self._GW @ P).T + (self.b_.to_numpy() + self.control_.to_numpy())[None, :]
         return pd.DataFrame(values, index=pd.Index(perturbations), columns=self.genes_)

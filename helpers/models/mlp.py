@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import pandas as pd
 
-from ..data.canonical import CONTROL, DataError
+from ..data.canonical import CONTROL
 from ..data.pseudobulk import pseudobulk
-from .base import PerturbationModel
+from ..errors import DataError
+from .base import ModelTags, PerturbationModel
 from .linear import TargetGeneEmbedding, _max_components, _top_pcs, clean_embedding_table
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 
 class MLPModel(PerturbationModel):
@@ -79,7 +85,7 @@ class MLPModel(PerturbationModel):
 
     def __init__(
         self,
-        embedding="training_pca",
+        embedding: str | pd.DataFrame = "training_pca",
         n_components: int = 10,
         hidden_sizes: Sequence[int] = (128,),
         dropout: float = 0.0,
@@ -159,7 +165,11 @@ class MLPModel(PerturbationModel):
             return False
 
     # -- fit / predict ----------------------------------------------------------------
-    def fit(self, train):
+    def tags(self) -> ModelTags:
+        own_pca = isinstance(self.embedding, str) and self.embedding == "training_pca"
+        return replace(super().tags(), all_genes=own_pca, embeds_targets=True, slow=True)
+
+    def fit(self, train: AnnData) -> Self:
         self._check_params()
         pb = pseudobulk(train)
         table = pd.DataFrame(pb.X, index=pb.obs_names.copy(), columns=pb.var_names.copy())
@@ -181,14 +191,16 @@ class MLPModel(PerturbationModel):
             X = table.loc[conditions].to_numpy(dtype=np.float64).T
             k = min(int(self.n_components), _max_components(*X.shape))
             scores, _ = _top_pcs(X, k)
-            emb = TargetGeneEmbedding("training_pca", pd.DataFrame(scores, index=table.columns.copy(),
-                                                                   columns=[f"PC{i + 1}" for i in range(k)]))
+            emb = TargetGeneEmbedding(
+                "training_pca", pd.DataFrame(scores, index=table.columns.copy(), columns=[f"PC{i + 1}" for i in range(k)])
+            )
         E_all, missing = emb.vectors(conditions)
         excluded = {p: emb.reason(p) for p in missing}
         used = [p for p in conditions if p not in excluded]
         if sum(p != CONTROL for p in used) < 2:
-            raise DataError(f"the MLP needs at least 2 training perturbations with an embedding; excluded: "
-                            f"{dict(list(excluded.items())[:5])}")
+            raise DataError(
+                f"the MLP needs at least 2 training perturbations with an embedding; excluded: {dict(list(excluded.items())[:5])}"
+            )
         E = E_all[:, [conditions.index(p) for p in used]].T  # conditions x K
         Y = (table.loc[used] - control).to_numpy(dtype=np.float64)  # conditions x genes
         b = Y.mean(axis=0)
@@ -243,7 +255,7 @@ class MLPModel(PerturbationModel):
         self._check_fitted()
         return self.embedding_.unpredictable(list(perturbations))
 
-    def _predict(self, perturbations):
+    def _predict(self, perturbations: list[str]) -> pd.DataFrame:
         E, _ = self.embedding_.vectors(perturbations)
         with self._TorchState(self.n_threads) as torch, torch.no_grad():
             x = ((E.T - self.input_mean_) * self.input_scale_).astype(np.float32)

@@ -1,24 +1,30 @@
 """Differential expression of every gene, each perturbation against a reference, vectorised.
 
 One Welch t-test serves the whole suite: the GEARS-style top DE genes
-(:func:`helpers.data.top_de_genes`), the DEG weights of Miller et al. and the interpolated
+(:func:`top_de_genes`), the DEG weights of Miller et al. and the interpolated
 duplicate of the calibration controls (:mod:`helpers.models.controls`). Group moments come
 from sparse indicator-matrix products, so the cell matrix is never densified.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
 
-from ..data.canonical import CONTROL, DataError
+from ..data.canonical import CONTROL
+from ..errors import DataError
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 
-def group_moments(adata, groups: pd.Categorical) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def group_moments(adata: AnnData, groups: pd.Categorical) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-group mean, unbiased variance (float64) and size, without densifying X."""
     X = adata.X
     codes = groups.codes.astype(np.int64)
@@ -48,7 +54,7 @@ class WelchTest:
     means: pd.DataFrame
 
 
-def welch_t_test(adata, reference: str = "control", overestimate_variance: bool = False) -> WelchTest:
+def welch_t_test(adata: AnnData, reference: str = "control", overestimate_variance: bool = False) -> WelchTest:
     """Welch two-sample t-test of every gene, each perturbation's cells against a reference group.
 
     .. math::
@@ -60,7 +66,7 @@ def welch_t_test(adata, reference: str = "control", overestimate_variance: bool 
     with unbiased variances :math:`s^2`, as ``scipy.stats.ttest_ind(equal_var=False)``.
 
     * ``reference="control"`` (default): :math:`r` = the control cells, :math:`m = n_r`
-      (the test of the interpolated duplicate, and of :func:`helpers.data.de_scores`).
+      (the test of the interpolated duplicate, and of :func:`helpers.stats.de.de_scores`).
     * ``reference="rest"``: :math:`r` = every other cell of ``adata`` (control and all other
       perturbations), scanpy's ``reference="rest"``.
     * ``overestimate_variance=True``: :math:`m = n_p` instead of :math:`n_r`, scanpy's
@@ -159,3 +165,66 @@ def benjamini_hochberg(p: pd.DataFrame) -> pd.DataFrame:
     adjusted = np.empty_like(values)
     np.put_along_axis(adjusted, order, np.minimum(ranked, 1.0), axis=1)
     return pd.DataFrame(adjusted, index=p.index.copy(), columns=p.columns.copy())
+
+
+def de_scores(adata: AnnData) -> pd.DataFrame:
+    """Welch t statistic of every gene, each perturbation against control.
+
+    ``t_pg = (x̄_pg − x̄_cg) / sqrt(s²_pg/n_p + s²_cg/n_c)`` with unbiased variances, as in
+    ``scanpy.tl.rank_genes_groups(method='t-test', reference='control')``
+    (:func:`helpers.stats.de.welch_t_test`). Genes with zero variance in both groups get
+    ``t = 0`` (also when their means differ, as PerturBench sets infinite scores to 0).
+    """
+    return _finite_scores(_welch_against_control(adata).t)
+
+
+def _welch_against_control(adata: AnnData) -> WelchTest:
+    return welch_t_test(adata, reference="control")
+
+
+def _finite_scores(t: pd.DataFrame) -> pd.DataFrame:
+    t = t.rename_axis(None)
+    return t.where(np.isfinite(t), 0.0)
+
+
+def top_de_genes(adata: AnnData, k: int = 20, drop_dropouts: bool = True) -> dict[str, list[str]]:
+    """Top ``k`` DE genes of each perturbation, GEARS' ``top_non_dropout_de_20``.
+
+    Genes are ranked by ``|t|`` (:func:`de_scores`). With ``drop_dropouts``, genes whose
+    mean is 0 in the perturbation but not in control ("dropouts") are skipped, as in
+    ``gears.data_utils.get_dropout_non_zero_genes``.
+
+    Returns
+    -------
+    dict
+        perturbation -> list of ``k`` gene names (fewer only if too few genes qualify).
+    """
+    test = _welch_against_control(adata)  # one pass over the cells gives the scores and the means
+    scores = _finite_scores(test.t)
+    mean = test.means
+    ctrl_zero = mean.loc[CONTROL].to_numpy() == 0
+    genes = adata.var_names.to_numpy()
+    out = {}
+    for pert in scores.index:
+        order = np.argsort(-np.abs(scores.loc[pert].to_numpy()), kind="stable")
+        if drop_dropouts:
+            pert_zero = mean.loc[pert].to_numpy() == 0
+            dropout = pert_zero & ~ctrl_zero
+            order = order[~dropout[order]]
+        out[pert] = genes[order[:k]].tolist()
+    return out
+
+
+def miller_t_scores(adata: AnnData, perturbations: Sequence[str] | None = None) -> pd.DataFrame:
+    """t statistics behind Miller et al.'s DEG weights: ``t-test_overestim_var`` against the rest.
+
+    :func:`welch_t_test` with ``reference="rest"`` and ``overestimate_variance=True`` on
+    ``adata`` (the ground-truth cells of every condition), restricted to ``perturbations``.
+    Infinite values (a gene constant in both groups with different values) are set to 0,
+    as PerturBench and :func:`de_scores` do, so that
+    :func:`helpers.metrics.deg_weights` accepts them.
+    """
+    t = welch_t_test(adata, reference="rest", overestimate_variance=True).t
+    if perturbations is not None:
+        t = t.loc[list(perturbations)]
+    return t.where(np.isfinite(t), 0.0)

@@ -42,10 +42,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 #: Fewer values than this give a histogram too sparse to estimate a null from.
 MIN_VALUES = 200
@@ -72,7 +76,9 @@ class LocfdrResult:
         count), ``p0f0`` (the null part :math:`p_0 f_0` in the same unit), ``fdr``.
     estimates
         The null estimated by each method that succeeded (rows ``theoretical``,
-        ``maximum likelihood``, ``central matching``; columns ``delta, sigma, p0``).
+        ``maximum likelihood``, ``central matching``; columns ``delta, sigma, p0`` and
+        ``reading``, a sentence saying what the null is, whether it was used, and whether its
+        ``p0`` is impossible, e.g. ``N(0, 1)`` for values whose spread is far below 1).
     misfit
         Efron's check of the spline fit, :math:`\\sum (y - f)^2 / (f + 1)` over the inner bins
         divided by their degrees of freedom; above 1.5 the R package warns ("rerun with
@@ -94,7 +100,7 @@ class LocfdrResult:
     n: int
     messages: list[str] = field(default_factory=list)
 
-    def fdr_at(self, values) -> np.ndarray:
+    def fdr_at(self, values: ArrayLike) -> np.ndarray:
         """Local fdr at arbitrary values (interpolated between bin centres, constant outside)."""
         return np.interp(np.asarray(values, dtype=float), self.bins["x"].to_numpy(), self.bins["fdr"].to_numpy())
 
@@ -102,14 +108,33 @@ class LocfdrResult:
         """The null parameters and fit diagnostics as a Series."""
         names = {0: "theoretical", 1: "maximum likelihood", 2: "central matching"}
         return pd.Series(
-            {"null": names[self.nulltype], "delta": self.delta, "sigma": self.sigma, "p0": self.p0,
-             "n_values": self.n, "misfit": self.misfit}
+            {
+                "null": names[self.nulltype],
+                "delta": self.delta,
+                "sigma": self.sigma,
+                "p0": self.p0,
+                "n_values": self.n,
+                "misfit": self.misfit,
+            }
         )
 
 
 # ---------------------------------------------------------------------------------------
 # building blocks
 # ---------------------------------------------------------------------------------------
+
+
+def _reading(method: str, p0: float, used: bool) -> str:
+    """One sentence on a null estimate for the table of :attr:`LocfdrResult.estimates`."""
+    what = {
+        "theoretical": "the standard normal N(0, 1), whatever the scale of the values",
+        "maximum likelihood": "a normal fitted to the central values (truncated-normal likelihood)",
+        "central matching": "a normal matched to the curvature of the histogram's centre",
+    }[method]
+    if p0 > 1:
+        what += f"; p0 = {p0:.3g} is above 1, impossible for a share of null values: this null does not describe the values"
+    return what + ("; used" if used else "; not used")
+
 
 def _histogram(z: np.ndarray, lo: float, hi: float, bre: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Counts in ``bre - 1`` equal bins over [lo, hi], right-closed like R's ``hist``."""
@@ -140,7 +165,7 @@ def natural_spline_basis(x: np.ndarray, df: int) -> np.ndarray:
     knots = np.concatenate([[0.0], interior, [1.0]])
     K = knots.size
 
-    def d(k):
+    def d(k: int) -> np.ndarray:
         return (np.clip(u - knots[k], 0, None) ** 3 - np.clip(u - knots[K - 1], 0, None) ** 3) / (knots[K - 1] - knots[k])
 
     cols = [np.ones_like(u), u] + [d(k) - d(K - 2) for k in range(K - 2)]
@@ -175,8 +200,13 @@ def poisson_fit(X: np.ndarray, y: np.ndarray, max_iter: int = 50, tol: float = 1
 
 
 def truncated_normal_mle(
-    z: np.ndarray, centre: float, half_width: float, delta: float = 0.0, sigma: float = 1.0,
-    max_iter: int = 35, eps: float = 1e-5,
+    z: np.ndarray,
+    centre: float,
+    half_width: float,
+    delta: float = 0.0,
+    sigma: float = 1.0,
+    max_iter: int = 35,
+    eps: float = 1e-5,
 ) -> tuple[float, float, float] | None:
     """Maximum-likelihood null from the values inside ``[centre - half_width, centre + half_width]``.
 
@@ -209,13 +239,15 @@ def truncated_normal_mle(
         aa, bb = (a - d) / s, (b - d) / s
         H0 = norm.cdf(bb) - norm.cdf(aa)
         fa, fb = norm.pdf(aa), norm.pdf(bb)
-        H = np.array([
-            H0,
-            fa - fb,
-            H0 + aa * fa - bb * fb,
-            (2 + aa**2) * fa - (2 + bb**2) * fb,
-            3 * H0 + (3 * aa + aa**3) * fa - (3 * bb + bb**3) * fb,
-        ])
+        H = np.array(
+            [
+                H0,
+                fa - fb,
+                H0 + aa * fa - bb * fb,
+                (2 + aa**2) * fa - (2 + bb**2) * fb,
+                3 * H0 + (3 * aa + aa**3) * fa - (3 * bb + bb**3) * fb,
+            ]
+        )
         if not np.isfinite(H0) or H0 <= 0:
             return None
         r = d / s
@@ -243,7 +275,7 @@ def truncated_normal_mle(
     return float(d), float(s), float(share / H0)
 
 
-def _central_matching(x, logf, f, z, pct0):
+def _central_matching(x: np.ndarray, logf: np.ndarray, f: np.ndarray, z: np.ndarray, pct0: float):
     """Quadratic fit to log f over the central values (``nulltype=2``); None if not concave."""
     imax = int(np.argmax(logf))
     xmax = x[imax]
@@ -266,6 +298,7 @@ def _central_matching(x, logf, f, z, pct0):
 # the estimator
 # ---------------------------------------------------------------------------------------
 
+
 def polynomial_basis(x: np.ndarray, df: int) -> np.ndarray:
     """Orthonormal basis of the polynomials of degree ``df`` in ``x`` (with intercept), R's ``cbind(1, poly(x, df))``."""
     x = np.asarray(x, dtype=float)
@@ -274,7 +307,7 @@ def polynomial_basis(x: np.ndarray, df: int) -> np.ndarray:
     return q
 
 
-def locfdr(z, bre: int = 120, df: int = 7, pct0: float = 0.25, nulltype: int = 1, basis: str = "spline") -> LocfdrResult:
+def locfdr(z: ArrayLike, bre: int = 120, df: int = 7, pct0: float = 0.25, nulltype: int = 1, basis: str = "spline") -> LocfdrResult:
     """Local false discovery rate of every value, with an empirical null (Efron's locfdr).
 
     See the module docstring for the method. Defaults are those of the R package
@@ -314,8 +347,7 @@ def locfdr(z, bre: int = 120, df: int = 7, pct0: float = 0.25, nulltype: int = 1
     N = z.size
     if N < MIN_VALUES:
         raise LocfdrError(
-            f"only {N} values: an empirical null needs a histogram of at least {MIN_VALUES} values "
-            "(use more perturbations or genes)."
+            f"only {N} values: an empirical null needs a histogram of at least {MIN_VALUES} values (use more perturbations or genes)."
         )
     lo, hi = float(z.min()), float(z.max())
     if hi <= lo:
@@ -328,7 +360,11 @@ def locfdr(z, bre: int = 120, df: int = 7, pct0: float = 0.25, nulltype: int = 1
     misfit = float(np.sum(((y - f) / np.sqrt(f + 1))[1 : K - 1] ** 2) / (K - 2 - df))
     messages = []
     if misfit > 1.5:
-        messages.append(f"the spline fit of the histogram is poor (misfit {misfit:.1f} > 1.5); consider a larger df.")
+        messages.append(
+            f"the smooth curve fitted to the histogram of the values follows it poorly (misfit {misfit:.1f}, where a good "
+            "fit stays below 1.5), so the estimated null may be off; a curve with more degrees of freedom (`df`) or "
+            "more bins (`bre`) follows a sharp centre more closely."
+        )
 
     estimates = {}
     # theoretical null: N(0, 1), p0 from the central bins
@@ -372,7 +408,7 @@ def locfdr(z, bre: int = 120, df: int = 7, pct0: float = 0.25, nulltype: int = 1
     else:
         f0 = norm.pdf(x, delta, sigma)
         f0 = f0 * f.sum() / f0.sum()
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # f ~ 0 in the tails: fdr is capped at 1
         fdr_bins = np.minimum(p0 * f0 / f, 1.0)
     fdr_bins[~np.isfinite(fdr_bins)] = 1.0
     # raise fdr to 1 between the mode and the nearest bins already at 1 (R: "raise fdr to 1 near xmax")
@@ -389,6 +425,7 @@ def locfdr(z, bre: int = 120, df: int = 7, pct0: float = 0.25, nulltype: int = 1
 
     bins = pd.DataFrame({"x": x, "count": y, "f": f, "p0f0": p0 * f0, "fdr": fdr_bins})
     table = pd.DataFrame(estimates, index=["delta", "sigma", "p0"]).T
+    table["reading"] = [_reading(method, row["p0"], method == name) for method, row in table.iterrows()]
     return LocfdrResult(
         fdr=np.interp(z, x, fdr_bins),
         delta=float(delta),
@@ -403,10 +440,10 @@ def locfdr(z, bre: int = 120, df: int = 7, pct0: float = 0.25, nulltype: int = 1
     )
 
 
-def fdr_thresholds(z, fdr, target: float = 0.05, tolerance: float | None = None) -> tuple[float, float]:
+def fdr_thresholds(z: ArrayLike, fdr: ArrayLike, target: float = 0.05, tolerance: float | None = None) -> tuple[float, float]:
     """The negative and the positive value whose local fdr is closest to ``target``.
 
-    Ahlmann-Eltze et al. (METHODS.md A.5.2): ``upper`` = the positive value whose fdr is
+    Ahlmann-Eltze et al.: ``upper`` = the positive value whose fdr is
     closest to 0.05, ``lower`` likewise among the negative values; values beyond them are
     called non-additive. Ties go to the first value in input order (R's ``which.min``).
 

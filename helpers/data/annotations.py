@@ -11,7 +11,9 @@ import gzip
 from functools import lru_cache
 from pathlib import Path
 
-GENE_GO_PATH = Path(__file__).resolve().parents[2] / "data" / "gene_go.tsv.gz"
+from ..resources import data_dir
+
+GENE_GO_PATH = data_dir() / "gene_go.tsv.gz"
 
 
 @lru_cache(maxsize=2)

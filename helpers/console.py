@@ -8,11 +8,12 @@ build sets ``TQDM_DISABLE=1`` (tqdm reads it), so executed chapters carry no pro
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 from tqdm.std import tqdm
 
 
-def progress(iterable=None, **kwargs):
+def progress_bar(iterable: Iterable | None = None, **kwargs) -> tqdm:
     """``tqdm`` with the suite's defaults (``leave=False``, ``mininterval=0.5``); kwargs override.
 
     ``TQDM_DISABLE=1`` in the environment switches every bar off, even one created with

@@ -27,12 +27,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .data.canonical import CONTROL, DataError
+from ..data.canonical import CONTROL
+from ..errors import DataError
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 #: File suffixes :func:`read_embeddings` understands.
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet", ".h5ad": "h5ad"}
@@ -40,7 +45,7 @@ _GZ = {".gz", ".bz2", ".xz", ".zip"}
 _SHOW = 5
 
 
-def _examples(names, k: int = _SHOW) -> str:
+def _examples(names: Iterable[object], k: int = _SHOW) -> str:
     names = [str(n) for n in names]
     shown = ", ".join(names[:k])
     return shown + (f", ... ({len(names)} in total)" if len(names) > k else "")
@@ -49,6 +54,7 @@ def _examples(names, k: int = _SHOW) -> str:
 # ---------------------------------------------------------------------------------------
 # bring your own embeddings
 # ---------------------------------------------------------------------------------------
+
 
 def _file_kind(path: Path) -> str:
     suffixes = [s.lower() for s in path.suffixes]
@@ -118,7 +124,7 @@ def read_embeddings(path: str | Path, gene_column: str | None = None, name: str 
 
     Raises
     ------
-    helpers.data.DataError
+    helpers.errors.DataError
         If the file is missing or of an unknown type, has no gene column or no numeric
         column, holds duplicated gene symbols, or NaN/infinite values.
     """
@@ -265,13 +271,14 @@ def coverage(embedding: pd.DataFrame, perturbed_genes: Sequence[str], name: str 
 # embeddings built by the analysis
 # ---------------------------------------------------------------------------------------
 
+
 def _named(frame: pd.DataFrame, name: str, fitted_on: Iterable[str] = (), **attrs) -> pd.DataFrame:
     frame.index.name = "gene"
     frame.attrs.update({"name": name, "fitted_on": tuple(sorted(fitted_on)), **attrs})
     return frame
 
 
-def random_embedding(genes: Sequence[str], n_dimensions: int = 100, seed: int = 0) -> pd.DataFrame:
+def random_embedding(genes: Iterable[str], n_dimensions: int = 100, seed: int = 0) -> pd.DataFrame:
     """Null embedding: ``e_g ~ U(0, 1)^d`` independently for every gene (Cole et al.'s "random").
 
     Drawn from ``numpy.random.default_rng(seed)`` in the order of the sorted gene symbols,
@@ -296,7 +303,7 @@ class ExactPCA:
     def __init__(self, n_components: int):
         self.n_components = n_components
 
-    def fit(self, X: np.ndarray):
+    def fit(self, X: np.ndarray) -> Self:
         X = np.asarray(X, dtype=np.float64)
         n, p = X.shape
         k = int(min(self.n_components, n, p))
@@ -355,7 +362,7 @@ def label_pca_embedding(train_changes: pd.DataFrame, n_components: int = 100, se
     return _named(frame, "PCA of training labels", fitted_on=train_changes.index)
 
 
-def control_pca_embedding(control_cells, n_components: int = 100, seed: int = 0, max_cells: int = 2000) -> pd.DataFrame:
+def control_pca_embedding(control_cells: AnnData, n_components: int = 100, seed: int = 0, max_cells: int = 2000) -> pd.DataFrame:
     """The "fair" PCA gene embedding of Cole et al.: genes described by control cells only.
 
     Each gene's expression across control cells is standardised (mean 0, variance 1 over
@@ -382,7 +389,9 @@ def control_pca_embedding(control_cells, n_components: int = 100, seed: int = 0,
     sd = dense.std(axis=0)
     dense /= np.where(sd > 0, sd, 1.0)
     coords, _ = _pca_rows(dense.T, n_components, seed)
-    frame = pd.DataFrame(coords, index=pd.Index(control_cells.var_names.astype(str)), columns=[f"PC{i + 1}" for i in range(coords.shape[1])])
+    frame = pd.DataFrame(
+        coords, index=pd.Index(control_cells.var_names.astype(str)), columns=[f"PC{i + 1}" for i in range(coords.shape[1])]
+    )
     return _named(frame, "PCA of control cells")
 
 
