@@ -134,6 +134,21 @@ def test_the_runner_lays_out_the_page_and_reruns_it_exactly(notebooks, tmp_path)
     assert sum(layout.FOOTER_TAG in c["metadata"].get("tags", []) for c in again["cells"]) == 1
 
 
+def test_a_print_sent_in_pieces_is_one_output(notebooks, tmp_path):
+    # the kernel's output thread may send "text" and its "\n" as two messages when the machine is busy;
+    # flushing between the writes forces that split, and the page must still hold one output per stream
+    nb = nbformat.read(notebooks / "tiny.ipynb", as_version=4)
+    nb.cells.append(
+        nbformat.v4.new_code_cell(
+            "import sys, time\nfor part in ('one', ' two', '\\n'):\n    sys.stdout.write(part); sys.stdout.flush(); time.sleep(0.3)"
+        )
+    )
+    nbformat.write(nb, notebooks / "tiny.ipynb")
+    run_notebook("tiny", {"x": 2}, tmp_path / "out")
+    cell = [c for c in json.loads((tmp_path / "out" / "tiny.ipynb").read_text())["cells"] if "time.sleep" in "".join(c["source"])][0]
+    assert [(o["output_type"], o["name"], "".join(o["text"])) for o in cell["outputs"]] == [("stream", "stdout", "one two\n")]
+
+
 def test_api_pages_are_the_generated_ones_and_in_the_table_of_contents():
     from helpers.book.api import API_PAGES, page_markdown
     from helpers.book.runner import ROOT, toc_files

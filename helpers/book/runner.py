@@ -260,6 +260,9 @@ def run_notebook(
                 progress_bar=progress,
                 log_output=False,
                 request_save_on_cell_execute=False,
+                # one stream output per cell and stream: on a busy machine the kernel sends a print in
+                # pieces (text, then its newline), which otherwise became outputs that differ run to run
+                coalesce_streams=True,
             )
     except pm.PapermillExecutionError as err:
         first = next((line.strip() for line in str(err.source).splitlines() if line.strip()), "")
