@@ -29,6 +29,8 @@ from helpers.data.canonical import (
         ("B+A", "perturbench", "A+B"),
         ("A+B", "canonical", "A+B"),
         ("HLA-DRB1", "canonical", "HLA-DRB1"),
+        ("GTF2H2C_2", "canonical", "GTF2H2C_2"),
+        ("ctrl+GTF2H2C_2", "gears", "GTF2H2C_2"),
     ],
 )
 def test_canonical_names(label, style, expected):
@@ -38,6 +40,8 @@ def test_canonical_names(label, style, expected):
 def test_bad_label_and_style_are_refused():
     with pytest.raises(DataError, match="does not parse"):
         canonical_perturbation("KLF1 MAP2K6", "gears")
+    with pytest.raises(DataError, match="'KLF1_MAP2K6' is not a gene symbol"):
+        canonical_perturbation("KLF1_MAP2K6", "perturbench")
     with pytest.raises(DataError, match="unknown naming style"):
         canonical_perturbation("A", "seurat")
 

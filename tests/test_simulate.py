@@ -591,3 +591,22 @@ def test_relatedness_rewires_a_share_of_the_targets_per_cell_line():
     assert (a["driven_program"] == a["program"]).all()  # relatedness 1 and full coupling: the shared wiring
     kept = (b["driven_program"] == a.loc[b.index, "driven_program"]).mean()
     assert 0.3 < kept < 0.6  # 0.3 kept plus the chance that a rewired target lands on its own program
+
+
+def test_every_gene_the_simulator_can_target_is_a_valid_perturbation_label():
+    # the genome-wide preset targets half of the shipped GO universe; a symbol with a '_2' suffix
+    # (GTF2H2C_2) once made the full-size file fail its own label check, and the gene CTRL reads as a control
+    from helpers.data.canonical import canonical_perturbation
+    from helpers.data.simulate import GENOME_WIDE
+    from helpers.data.simulation.biology import _go_index
+    from helpers.data.simulation.design import biology_of, select_singles
+
+    genes, _ = _go_index()
+    assert "GTF2H2C_2" in genes
+    assert [g for g in genes if canonical_perturbation(g) != g] == ["CTRL"]
+    bio = biology_of(GENOME_WIDE.params)
+    assert "CTRL" in bio.pool  # the pool holds it; the screen must not target it
+    targets = [bio.pool[i] for i in select_singles(bio, GENOME_WIDE.params)]
+    assert len(targets) == GENOME_WIDE.params.n_singles
+    assert "CTRL" not in targets
+    assert all(canonical_perturbation(t) == t for t in targets)

@@ -55,7 +55,10 @@ _SEPARATORS = {
     "canonical": r"\+",
 }
 
-_GENE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-:/]*$")
+#: A gene symbol: letters, digits and ``.-:/``, optionally a numeric ``_N`` suffix (how Ensembl and 10x
+#: references tell apart genes that share a symbol, e.g. ``GTF2H2C_2``). Any other ``_`` is refused, so
+#: an scPerturb-style double ``A_B`` read with another naming style is an error, not one gene.
+_GENE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-:/]*(_[0-9]+)?$")
 
 
 def canonical_perturbation(label: str, style: str = "canonical", control_labels: Iterable[str] = CONTROL_LABELS) -> str:

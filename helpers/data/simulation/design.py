@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from ..canonical import CONTROL_LABELS
 from .biology import Biology, driven_program, make_biology, rng_for
 from .calibration import Calibration
 from .params import SimulationParams
@@ -53,13 +54,15 @@ def select_singles(bio: Biology, p: SimulationParams) -> list[int]:
     """Pool indices of the screen's single perturbations (the first ``n_singles`` eligible targets).
 
     With ``focus_programs = k`` only targets that drive one of the first ``k`` programs
-    (:func:`~.biology.driven_program`) are eligible.
+    (:func:`~.biology.driven_program`) are eligible. A gene whose symbol reads as a control label
+    (``CTRL``, a real gene) is never a target: its cells would be read back as controls.
     """
     if p.focus_programs is not None:
         # a focused screen picks targets by what they do: those that drive the first programs
         eligible = [i for i in range(len(bio.pool)) if 0 <= driven_program(bio, p, i) < p.focus_programs]
     else:
         eligible = list(range(len(bio.pool)))
+    eligible = [i for i in eligible if bio.pool[i].lower() not in CONTROL_LABELS]
     if p.n_singles > len(eligible):
         raise ValueError(
             f"the biology has only {len(eligible)} eligible targets for {p.n_singles} singles; "
