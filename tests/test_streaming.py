@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from helpers.data import load_dataset
 from helpers.data.pseudobulk import control_profile, pseudobulk
 from helpers.data.streaming import (
+    add_block_sums,
     batch_means,
     cell_counts,
     control_profile_streamed,
@@ -60,6 +61,28 @@ def test_streamed_pseudobulk_equals_in_memory(on_disk, batch_key, block_cells):
     assert got.uns["pseudobulk"] == expected.uns["pseudobulk"]
 
 
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+def test_block_sums_equal_a_dense_loop(monkeypatch, index_dtype):
+    # sub-blocks of 7 cells split groups across them; code -1 cells are skipped; an empty row and an empty block
+    monkeypatch.setattr("helpers.data.streaming.SUB_BLOCK_CELLS", 7)
+    rng = np.random.default_rng(5)
+    dense = (rng.random((40, 11)) < 0.3) * rng.gamma(1.0, 1.0, (40, 11))
+    dense[3] = 0.0
+    block = sp.csr_matrix(dense.astype(np.float32))
+    block.indices = block.indices.astype(index_dtype)
+    codes = rng.integers(-1, 5, 40)
+    weights = rng.random(40)
+    expected = np.zeros((5, 11))
+    for c in range(40):
+        if codes[c] >= 0:
+            expected[codes[c]] += weights[c] * dense[c].astype(np.float32).astype(np.float64)
+    out = np.zeros((5, 11))
+    add_block_sums(out, block, codes, weights)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
+    add_block_sums(out, block[:0], codes[:0], weights[:0])
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
+
+
 def test_by_hand_on_the_tiny_screen(tiny_screen, tmp_path):
     """Batches weighted equally: C has cells at gene2 = 1, 1, 3 (b1) and 3 (b2) -> (5/3 + 3) / 2."""
     tiny_screen.write_h5ad(tmp_path / "tiny.h5ad")
@@ -99,11 +122,28 @@ def test_batch_means_and_cell_counts(on_disk):
     assert table.loc["D", "gem4"] == 0 and table.to_numpy().sum() == adata.n_obs
 
 
-def test_blocks_cover_every_cell_once(on_disk):
+@pytest.mark.parametrize("storage", ["csr", "dense"])
+def test_blocks_cover_every_cell_once(on_disk, tmp_path, storage):
+    # CSR is read as h5py slices, a dense matrix through the dask array: the same blocks either way
     adata, path = on_disk
+    if storage == "dense":
+        stored = adata.copy()
+        stored.X = adata.X.toarray()
+        path = tmp_path / "dense.h5ad"
+        stored.write_h5ad(path)
     blocks = list(iter_blocks(open_screen(path), block_cells=100))
     assert [(a, b) for a, b, _ in blocks] == [(0, 100), (100, 200), (200, 300), (300, 400), (400, 403)]
+    assert all(sp.isspmatrix_csr(b) for _, _, b in blocks)
     assert (sp.vstack([b for _, _, b in blocks]) != adata.X).nnz == 0
+
+
+def test_a_matrix_stored_by_gene_is_refused_with_the_fix(on_disk, tmp_path):
+    adata, _ = on_disk
+    stored = adata.copy()
+    stored.X = sp.csc_matrix(adata.X)
+    stored.write_h5ad(tmp_path / "csc.h5ad")
+    with pytest.raises(DataError, match=r"by gene \(CSC\).*tocsr\(\)"):
+        pseudobulk_streamed(open_screen(tmp_path / "csc.h5ad"))
 
 
 def test_read_cells_reads_only_the_rows_asked_for(on_disk):
@@ -202,7 +242,7 @@ def test_the_written_matrix_has_64_bit_row_pointers_and_appends_like_anndatas(tm
     import scipy.sparse as sp
     from anndata.io import read_elem, sparse_dataset
 
-    from helpers.data.simulation.ondisk import _empty_csr
+    from helpers.data.simulation.ondisk import DATA_CHUNK, INDPTR_CHUNK, _empty_csr
 
     rng = np.random.default_rng(0)
     parts = [sp.random(n, 7, density=0.3, format="csr", dtype=np.float32, random_state=rng) for n in (4, 0, 5)]
@@ -211,6 +251,9 @@ def test_the_written_matrix_has_64_bit_row_pointers_and_appends_like_anndatas(tm
         for part in parts:
             X.append(part)
         assert f["X/indptr"].dtype == np.int64 and f["X/indices"].dtype == np.int32
+        # chunks of MBs, not h5py's 4 KB guess for an empty array (a full-size read was chunk-lookup bound)
+        assert f["X/data"].chunks == (DATA_CHUNK,) and f["X/indices"].chunks == (DATA_CHUNK,)
+        assert f["X/indptr"].chunks == (INDPTR_CHUNK,) and DATA_CHUNK * 4 >= 1 << 22
         back = read_elem(f["X"])
     expected = sp.vstack(parts, format="csr")
     assert back.shape == (9, 7) and (back != expected).nnz == 0
