@@ -3,8 +3,8 @@
 A genome-wide screen (Replogle et al. 2022: about 2 million cells x 8,000 genes) does not fit
 in memory as one AnnData on a laptop. :func:`open_screen` opens a canonical ``.h5ad`` in
 anndata's backed mode: ``obs`` and ``var`` are read, the cell matrix stays on disk. The
-functions here then read it in row blocks through :func:`anndata.experimental.read_elem_lazy`
-(a dask array over the sparse matrix, one chunk per block of cells), so memory holds one block
+functions here then read it in row blocks (:func:`iter_blocks`: slices of the CSR arrays; a
+dense matrix through :func:`anndata.experimental.read_elem_lazy`), so memory holds one block
 plus the groups x genes tables of the result.
 
 Every mean is a weighted sum of cells, which needs one pass over the file. For
@@ -15,7 +15,7 @@ perturbation ``p`` with cells ``C_p`` in batches ``B_p``:
   = Σ_{c ∈ C_p} w_c X[c]`` with ``w_c = 1 / (|B_p| · |C_{p b(c)}|)``.
 
 The weights come from ``obs`` alone, so :func:`pseudobulk_streamed` accumulates
-``W[:, block] @ X[block]`` block by block into one groups x genes table and gives the same
+``W[:, block] @ X[block]`` block by block (:func:`add_block_sums`) into one groups x genes table and gives the same
 numbers as :func:`helpers.data.pseudobulk.pseudobulk` on the loaded screen (up to the order of
 floating-point additions). :func:`read_cells` reads only the cells a sampler asks for (the
 bootstrap's and the cell-level models' draws).
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
 #: Cells read per block: 20,000 cells x 8,000 genes at 17 % density (the genome-wide preset) are
-#: ~27 million entries, ~330 MB of CSR (and as much again for its float64 copy in the product).
+#: ~27 million entries, ~220 MB of CSR (the sums work on :data:`SUB_BLOCK_CELLS` of them at a time).
 BLOCK_CELLS = 20_000
 
 
