@@ -66,7 +66,7 @@ algorithms are enforced; ``n_threads`` fixes the thread count.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
@@ -78,7 +78,7 @@ from ..data.canonical import CONTROL, canonical_perturbation, target_genes
 from ..data.splits import CONTEXT_SEPARATOR, condition_name, parse_condition
 from ..errors import DataError
 from .base import ModelTags, NotFittedError, PerturbationModel
-from .perturbench import _inverse_softplus, _torch, _torch_settings, mlp
+from .perturbench import _dense, _inverse_softplus, _module, _torch, _torch_settings, mlp
 
 if TYPE_CHECKING:
     import torch
@@ -86,10 +86,6 @@ if TYPE_CHECKING:
 
 #: The obs column that holds the cell line (covariate).
 CONTEXT_KEY = "context"
-
-
-def _dense(X: np.ndarray | sp.spmatrix) -> np.ndarray:
-    return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)
 
 
 def _labels(train: AnnData) -> tuple[np.ndarray, np.ndarray]:
@@ -700,22 +696,6 @@ class CellTorchModel(ContextModel):
             return self._forward(self.network_, x, p, c).numpy().astype(np.float64)
 
 
-def _net(forward: Callable[..., torch.Tensor], **parts: object) -> torch.nn.Module:
-    """A torch Module holding ``parts`` whose forward is ``forward(module, x_ctrl, p, c)``."""
-    nn = _torch().nn
-
-    class _Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            for k, v in parts.items():
-                setattr(self, k, v)
-
-        def forward(self, x_ctrl: torch.Tensor | None, p: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-            return forward(self, x_ctrl, p, c)
-
-    return _Net()
-
-
 _COMMON_DOC = """
     Training parameters (all models of :class:`CellTorchModel`): ``lr``, ``weight_decay`` (Adam),
     ``batch_size`` (cells per step), ``max_epochs``, ``min_epochs``, ``patience`` (early
@@ -760,7 +740,7 @@ class LinearAdditiveCells(CellTorchModel):
         with torch.no_grad():
             linear.weight.zero_()
             linear.bias.copy_(_inverse_softplus(control) - control)
-        return _net(lambda m, x, p, c: softplus(x + m.linear(torch.cat([p, c], dim=1))), linear=linear)
+        return _module(lambda m, x, p, c: softplus(x + m.linear(torch.cat([p, c], dim=1))), linear=linear)
 
 
 class LatentAdditiveCells(CellTorchModel):
@@ -810,7 +790,7 @@ class LatentAdditiveCells(CellTorchModel):
             z = m.gene_encoder(torch.cat([x, c], dim=1)) + m.pert_encoder(p)
             return softplus(m.decoder(torch.cat([z, c], dim=1)))
 
-        return _net(forward, gene_encoder=mlp(n_genes + n_ctx, w, k, L, d), pert_encoder=mlp(n_pert, w, k, L, d), decoder=decoder)
+        return _module(forward, gene_encoder=mlp(n_genes + n_ctx, w, k, L, d), pert_encoder=mlp(n_pert, w, k, L, d), decoder=decoder)
 
 
 class DecoderOnlyCells(CellTorchModel):
@@ -858,7 +838,7 @@ class DecoderOnlyCells(CellTorchModel):
         decoder = mlp(self._n_inputs(n_pert, n_ctx), int(self.width), n_genes, int(self.n_layers), float(self.dropout))
         with torch.no_grad():
             decoder[-1].bias.copy_(control)
-        return _net(lambda m, x, p, c: m.decoder(self._inputs(p, c)), decoder=decoder)
+        return _module(lambda m, x, p, c: m.decoder(self._inputs(p, c)), decoder=decoder)
 
 
 class DecoderCovariates(DecoderOnlyCells):
@@ -952,7 +932,7 @@ class CPA(CellTorchModel):
         decoder = mlp(k, w, n_genes, L, d)
         with torch.no_grad():
             decoder[-1].bias.copy_(control)
-        net = _net(
+        net = _module(
             lambda m, x, p, c: m.decoder(m.encoder(x) + m.pert_embedding(p) + m.context_embedding(c)),
             encoder=mlp(n_genes, w, k, L, d),
             pert_embedding=mlp(n_pert, w, k, L, d),

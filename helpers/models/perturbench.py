@@ -332,8 +332,12 @@ def _dense(X: np.ndarray | sp.spmatrix) -> np.ndarray:
 # -----------------------------------------------------------------------------------------
 
 
-def _module(forward: Callable[..., torch.Tensor], **parts) -> torch.nn.Module:
-    """A torch Module with the given submodules/parameters and forward(x_ctrl, p)."""
+def _module(forward: Callable[..., torch.Tensor], **parts: object) -> torch.nn.Module:
+    """A torch Module holding ``parts`` whose forward is ``forward(module, *inputs)``.
+
+    The models here call it with ``(x_ctrl, p)``; the cell-level models of
+    :mod:`helpers.models.cell_models` with ``(x_ctrl, p, c)``.
+    """
     nn = _torch().nn
 
     class _Net(nn.Module):
@@ -342,8 +346,8 @@ def _module(forward: Callable[..., torch.Tensor], **parts) -> torch.nn.Module:
             for k, v in parts.items():
                 setattr(self, k, v)
 
-        def forward(self, x_ctrl: torch.Tensor | None, p: torch.Tensor) -> torch.Tensor:
-            return forward(self, x_ctrl, p)
+        def forward(self, *inputs: torch.Tensor | None) -> torch.Tensor:
+            return forward(self, *inputs)
 
     return _Net()
 
