@@ -204,8 +204,6 @@ def add_block_sums(out: np.ndarray, block: sp.csr_matrix, codes: np.ndarray, wei
     for s in range(0, block.shape[0], SUB_BLOCK_CELLS):
         e = min(s + SUB_BLOCK_CELLS, block.shape[0])
         c, w = codes[s:e], weights[s:e]
-        if (c < 0).any():
-            w = np.where(c < 0, 0.0, w)
         groups, local = np.unique(c, return_inverse=True)
         lens = np.diff(indptr[s : e + 1])
         lo, hi = indptr[s], indptr[e]
