@@ -13,10 +13,8 @@ Run with ``python benchmarks/run.py doubles`` (each step in a fresh process) or 
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
-from harness import Step
+from harness import Step, run_steps
 
 TARGET_SEED = "one seed (7 models) < 15 s on 2 cores"
 
@@ -94,14 +92,5 @@ STEPS = [
 ]
 
 
-def main():
-    print(f"{'step':75s} {'wall s':>8s}")
-    for step in STEPS:
-        value = step.setup() if step.setup else None
-        start = time.perf_counter()
-        step.run(value) if step.setup else step.run()
-        print(f"{step.name:75s} {time.perf_counter() - start:8.2f}  {step.target}")
-
-
 if __name__ == "__main__":
-    main()
+    run_steps(STEPS, width=75)

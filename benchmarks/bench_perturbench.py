@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import Step
+from harness import Step, run_steps
 
 MODELS = (
     "no change (line control)",
@@ -111,14 +111,5 @@ STEPS += [
 STEPS.append(Step("one seed of the chapter (9 models fitted, predicted, scored), mcfaline2023_subset", _chapter_seed, None, "< 80 s"))
 
 
-def main():
-    print(f"{'step':90s} {'wall s':>8s}")
-    for step in STEPS:
-        value = step.setup() if step.setup else None
-        start = time.perf_counter()
-        step.run(value) if step.setup else step.run()
-        print(f"{step.name:90s} {time.perf_counter() - start:8.2f}  {step.target}")
-
-
 if __name__ == "__main__":
-    main()
+    run_steps(STEPS, width=90)
