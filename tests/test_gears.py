@@ -333,3 +333,38 @@ def test_missing_gears_input_is_an_error_not_a_download(norman, gears_python):
 
     with pytest.raises(G.GEARSWorkerError, match="wanted to download"):
         NoGO(python=gears_python, batch_size=8).fit(tiny(norman, ["KLF1", "MAP2K6"], n_cells=8))
+
+
+@pytest.mark.gears
+def test_worker_evaluation_into_arrays_equals_gears_evaluate(gears_python, tmp_path):
+    # GEARS' own evaluate and the worker's copy-into-arrays one on the same batches (a linear
+    # net standing in for GEARS, a control cell whose top genes are GEARS' -1 filler, a last
+    # incomplete batch kept or dropped): every array must be equal, not merely close.
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('w', {str(GM.WORKER)!r})\n"
+        "w = importlib.util.module_from_spec(spec); spec.loader.exec_module(w); w.stub_dcor()\n"
+        "import numpy as np, torch\n"
+        "from torch_geometric.data import Data\n"
+        "from torch_geometric.loader import DataLoader\n"
+        "from gears.inference import evaluate\n"
+        "torch.manual_seed(0); rng = np.random.default_rng(0)\n"
+        "cells = [Data(x=torch.randn(7, 1), y=torch.randn(1, 7), de_idx=(np.full(3, -1) if i % 5 == 0 else rng.choice(7, 3, replace=False)),\n"
+        "              pert=('ctrl' if i % 5 == 0 else f'G{i % 3}+ctrl')) for i in range(23)]\n"
+        "net = torch.nn.Linear(7, 7)\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self): super().__init__(); self.lin = net\n"
+        "    def forward(self, batch): return self.lin(batch.y) + batch.x.reshape(batch.num_graphs, -1)\n"
+        "for drop_last in (False, True):\n"
+        "    torch.manual_seed(1); a = evaluate(DataLoader(cells, batch_size=4, shuffle=True, drop_last=drop_last), Net(), False, 'cpu')\n"
+        "    torch.manual_seed(1); b = w.evaluate_into_arrays(DataLoader(cells, batch_size=4, shuffle=True, drop_last=drop_last), Net(), False, 'cpu')\n"
+        "    assert sorted(a) == sorted(b), (sorted(a), sorted(b))\n"
+        "    for k in a:\n"
+        "        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, (k, a[k].dtype, b[k].dtype, a[k].shape, b[k].shape)\n"
+        "        assert np.array_equal(a[k], b[k]), k\n"
+        "    assert len(a['pred']) == (20 if drop_last else 23)\n"
+        "print('same')\n"
+    )
+    run = subprocess.run([gears_python, "-P", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "same"
