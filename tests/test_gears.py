@@ -34,6 +34,9 @@ from helpers.models.gears import model as GM
 ROOT = Path(__file__).resolve().parents[1]
 NORMAN = next((p for p in (ROOT / "data" / "norman2019_subset.h5ad", Path("/work/shared/data/norman2019_subset.h5ad")) if p.exists()), None)
 
+# Python source that loads the GEARS worker file as module ``w`` (for code run in another interpreter)
+LOAD_WORKER = f"import importlib.util, sys\nspec = importlib.util.spec_from_file_location('w', {str(GM.WORKER)!r})\nw = importlib.util.module_from_spec(spec); spec.loader.exec_module(w)\n"
+
 TOY_GO = {
     "A": {"t1", "t2", "t3"},
     "B": {"t2", "t3", "t4"},
@@ -137,9 +140,7 @@ def test_pins_keep_torch_and_the_scipy_cap():
 
 def test_worker_refuses_network_connections():
     code = (
-        "import importlib.util, sys, urllib.request\n"
-        f"spec = importlib.util.spec_from_file_location('w', {str(GM.WORKER)!r})\n"
-        "w = importlib.util.module_from_spec(spec); spec.loader.exec_module(w)\n"
+        LOAD_WORKER + "import urllib.request\n"
         "w.block_network()\n"
         "try:\n"
         "    urllib.request.urlopen('http://127.0.0.1:9/', timeout=30)\n"
@@ -311,9 +312,7 @@ def test_our_go_graph_equals_gears_make_go(gears_python, tmp_path):
     with open(tmp_path / "gene2go_all.pkl", "wb") as f:
         pickle.dump({g: set(go[g]) for g in genes}, f)
     code = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('w', {str(GM.WORKER)!r})\n"
-        "w = importlib.util.module_from_spec(spec); spec.loader.exec_module(w); w.stub_dcor()\n"
+        LOAD_WORKER + "w.stub_dcor()\n"
         "from gears.utils import make_GO\n"
         f"df = make_GO({str(tmp_path)!r}, {genes!r}, 'probe', num_workers=2, save=False)\n"
         "df.to_csv(sys.argv[1], index=False)\n"
@@ -341,9 +340,7 @@ def test_worker_evaluation_into_arrays_equals_gears_evaluate(gears_python, tmp_p
     # net standing in for GEARS, a control cell whose top genes are GEARS' -1 filler, a last
     # incomplete batch kept or dropped): every array must be equal, not merely close.
     code = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('w', {str(GM.WORKER)!r})\n"
-        "w = importlib.util.module_from_spec(spec); spec.loader.exec_module(w); w.stub_dcor()\n"
+        LOAD_WORKER + "w.stub_dcor()\n"
         "import numpy as np, torch\n"
         "from torch_geometric.data import Data\n"
         "from torch_geometric.loader import DataLoader\n"

@@ -164,7 +164,7 @@ def hook_gears_log(history: list, epochs: int) -> None:
 def evaluate_into_arrays(loader, model, uncertainty, device):
     """GEARS' ``inference.evaluate`` with the same results, written into arrays allocated once.
 
-    GEARS' own version keeps two or four small tensors per cell (its rows of ``pred`` and
+    GEARS' own version keeps four small tensors per cell (its rows of ``pred`` and
     ``truth`` and its top-20 genes) and stacks them at the end. Left between the 8 MB
     activations that every batch allocates and frees, those tens of thousands of small
     blocks fragment glibc's heap: on the 35,008 training cells of a Norman-like split
